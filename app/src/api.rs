@@ -1,0 +1,217 @@
+//! Wire types shared by the browser and the server: the chat request, the
+//! model list and the events of the SSE stream. Both sides serialise the
+//! same structs, so the protocol cannot drift between them.
+
+use serde::{Deserialize, Serialize};
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions that frame the conversation.
+    System,
+    /// The person chatting.
+    User,
+    /// The model.
+    Assistant,
+}
+
+impl Role {
+    /// The lowercase name used on the wire and in chat templates.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Who wrote it.
+    pub role: Role,
+    /// What was written.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with the given role and text.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// Sampling options of one request; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatOptions {
+    /// Sampling temperature; 0 means greedy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling mass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Sample among the k most likely tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    /// The most tokens the answer may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<usize>,
+}
+
+/// Body of `POST /api/chat/stream`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// Installed model name, e.g. `smollm2:135m`.
+    pub model: String,
+    /// The whole conversation so far, oldest first, ending with the user's turn.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling options.
+    #[serde(default)]
+    pub options: ChatOptions,
+}
+
+/// One entry of `GET /api/models`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    /// `name:tag`, what requests name.
+    pub name: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// Weight format, e.g. `Q4_1`.
+    pub quantization: String,
+    /// Context window in tokens.
+    pub context_length: usize,
+    /// Model family, e.g. `llama`.
+    #[serde(default)]
+    pub architecture: String,
+}
+
+/// Body of `GET /api/models`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelList {
+    /// Installed models, sorted by name.
+    pub models: Vec<ModelSummary>,
+}
+
+/// Why an answer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// The model said it was done.
+    Stop,
+    /// `max_tokens` was reached.
+    Length,
+    /// The client went away or pressed Stop.
+    Cancelled,
+    /// A time limit expired.
+    Timeout,
+    /// The engine failed.
+    Error,
+}
+
+impl FinishReason {
+    /// Every reason, for metrics that must show zeros too.
+    pub const ALL: [FinishReason; 5] = [
+        FinishReason::Stop,
+        FinishReason::Length,
+        FinishReason::Cancelled,
+        FinishReason::Timeout,
+        FinishReason::Error,
+    ];
+
+    /// The lowercase name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+            FinishReason::Timeout => "timeout",
+            FinishReason::Error => "error",
+        }
+    }
+}
+
+/// Token counts of one answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens of the prompt, after trimming and the chat template.
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub completion_tokens: usize,
+}
+
+/// Timings of one answer, measured by the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Milliseconds from the request to the first token.
+    pub ttft_ms: f64,
+    /// Generated tokens per second after the first one.
+    pub tokens_per_second: f64,
+}
+
+/// The `meta` event: sent once, before any text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaEvent {
+    /// The model answering.
+    pub model: String,
+    /// Its context window in tokens.
+    pub context_window: usize,
+    /// Tokens of the prompt after trimming.
+    pub prompt_tokens: usize,
+    /// How many earlier messages were left out to fit the window.
+    pub trimmed_messages: usize,
+    /// The most tokens the answer may have.
+    pub max_tokens: usize,
+}
+
+/// The `delta` event: a piece of the answer, whole UTF-8 characters only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaEvent {
+    /// The new text.
+    pub text: String,
+}
+
+/// The `done` event: the answer is complete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoneEvent {
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Token counts.
+    pub usage: Usage,
+    /// Speed.
+    pub timings: Timings,
+}
+
+/// The body of every JSON error, and the `error` event's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error itself.
+    pub error: ErrorDetail,
+}
+
+/// Code and human message of an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable code, e.g. `unknown_model`.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error body with the given code and message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+}

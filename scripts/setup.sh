@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what kinko needs to build and run, skipping what is already there:
+# the wasm32 target, cargo-leptos, wasm-bindgen-cli (matching Cargo.lock),
+# npm packages (wasm-opt, Playwright), then builds the release binary and the
+# UI bundle, and installs the default model. With --browser it also installs
+# Debian's Chromium for the browser tests.
+source "$(dirname "$0")/env.sh"
+want_browser=0
+for arg in "$@"; do
+  case "$arg" in
+    --browser) want_browser=1 ;;
+    *) echo "unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  log "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
+  log "installing cargo-leptos $CARGO_LEPTOS_VERSION (a few minutes, once)"
+  cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked
+fi
+
+if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
+  log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (matches Cargo.lock)"
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
+fi
+
+if [ ! -x "$KINKO_ROOT/end2end/node_modules/.bin/wasm-opt" ] || [ ! -d "$KINKO_ROOT/end2end/node_modules/playwright-core" ] \
+   || [ "$KINKO_ROOT/end2end/package-lock.json" -nt "$KINKO_ROOT/end2end/node_modules/.package-lock.json" ]; then
+  log "installing npm packages (binaryen for wasm-opt, playwright-core)"
+  (cd "$KINKO_ROOT/end2end" && npm ci --no-audit --no-fund)
+fi
+
+if [ "$want_browser" = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  log "installing Debian's chromium for the browser tests"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+log "building kinko and its UI (release)"
+(cd "$KINKO_ROOT" && cargo leptos build --release)
+
+"$KINKO_ROOT/scripts/default-model.sh"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit, router, real-socket and real-model tests
+# (cargo), then the browser tests (Playwright + Debian's Chromium) against
+# the real binary. Installs what it needs first; never skips a tier.
+source "$(dirname "$0")/env.sh"
+"$KINKO_ROOT/scripts/setup.sh" --browser
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "Chromium is missing: install it with 'apt-get install chromium' (scripts/setup.sh --browser does)" >&2
+  exit 1
+fi
+if [ ! -f "$KINKO_HOME/models/smollm2-135m/manifest.json" ]; then
+  echo "The default model is missing: run scripts/default-model.sh" >&2
+  exit 1
+fi
+
+logs="$(mktemp -d)"
+log "tiers 1-4: unit, router, real-socket and real-model tests (cargo test --release)"
+(cd "$KINKO_ROOT" && cargo test --release -p kinko -p app 2>&1) | tee "$logs/cargo.log"
+
+log "tier 5: browser tests (Playwright, /usr/bin/chromium, the real binary)"
+(cd "$KINKO_ROOT/end2end" && KINKO_BIN="$KINKO_BIN" KINKO_SITE_ROOT="$KINKO_ROOT/target/site" \
+  npx playwright test 2>&1) | tee "$logs/e2e.log"
+
+passed=0; failed=0
+while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
+  sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$logs/cargo.log")
+e2e_passed="$(sed -n 's/^ *\([0-9]*\) passed.*/\1/p' "$logs/e2e.log" | tail -1)"
+e2e_failed="$(sed -n 's/^ *\([0-9]*\) failed.*/\1/p' "$logs/e2e.log" | tail -1)"
+log "cargo tests: $passed passed, $failed failed; browser tests: ${e2e_passed:-0} passed, ${e2e_failed:-0} failed"
+echo "$((passed + ${e2e_passed:-0})) passed, $((failed + ${e2e_failed:-0})) failed"

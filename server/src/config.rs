@@ -1,0 +1,132 @@
+//! Command line and environment: one `clap` struct per command, every field
+//! also readable from a `KINKO_…` variable. Defaults live only here.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// kinko: a private, self-hosted LLM chat in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "kinko", version, about)]
+pub struct Cli {
+    /// Where models and settings live (default: ~/.local/share/kinko).
+    #[arg(long, env = "KINKO_HOME", global = true)]
+    pub home: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the chat UI and the HTTP API.
+    Serve(ServeConfig),
+    /// Copy a GGUF file into the model store under a name.
+    Import {
+        /// Model name, `name[:tag]`.
+        name: String,
+        /// The GGUF file.
+        path: PathBuf,
+    },
+    /// List installed models.
+    List,
+}
+
+/// Which engine answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    /// mistral.rs, embedded (production).
+    Mistral,
+    /// Deterministic scripted answers (tests, UI work).
+    Fake,
+}
+
+/// Settings of `kinko serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "KINKO_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+    /// Inference engine.
+    #[arg(long, env = "KINKO_ENGINE", value_enum, default_value = "mistral")]
+    pub engine: EngineKind,
+    /// Directory with the built UI (`pkg/` with the WASM bundle and CSS).
+    #[arg(long, env = "KINKO_SITE_ROOT", default_value = "target/site")]
+    pub site_root: PathBuf,
+    /// `max_tokens` when a request names none.
+    #[arg(long, env = "KINKO_DEFAULT_MAX_TOKENS", default_value_t = 512)]
+    pub default_max_tokens: usize,
+    /// The largest `max_tokens` a request may ask for.
+    #[arg(long, env = "KINKO_MAX_TOKENS_CAP", default_value_t = 4096)]
+    pub max_tokens_cap: usize,
+    /// Tokens kept free between the prompt plus answer and the context size.
+    #[arg(long, env = "KINKO_CONTEXT_MARGIN", default_value_t = 16)]
+    pub context_margin: usize,
+    /// Send at most this many of the latest messages (the system prompt always goes).
+    #[arg(long, env = "KINKO_MAX_HISTORY_MESSAGES")]
+    pub max_history_messages: Option<usize>,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "KINKO_BODY_LIMIT", default_value_t = 4 * 1024 * 1024)]
+    pub body_limit: usize,
+    /// Seconds to wait for the first token.
+    #[arg(long, env = "KINKO_FIRST_TOKEN_TIMEOUT", default_value_t = 120.0)]
+    pub first_token_timeout_secs: f64,
+    /// Seconds to wait between two tokens.
+    #[arg(long, env = "KINKO_TOKEN_TIMEOUT", default_value_t = 30.0)]
+    pub token_timeout_secs: f64,
+    /// Seconds a whole answer may take.
+    #[arg(long, env = "KINKO_ANSWER_TIMEOUT", default_value_t = 600.0)]
+    pub answer_timeout_secs: f64,
+    /// Seconds between SSE keep-alive comments while the engine is silent.
+    #[arg(long, env = "KINKO_KEEP_ALIVE", default_value_t = 10.0)]
+    pub keep_alive_secs: f64,
+    /// Fake engine: milliseconds before each token.
+    #[arg(long, env = "KINKO_FAKE_TOKEN_DELAY_MS", default_value_t = 0)]
+    pub fake_token_delay_ms: u64,
+    /// Fake engine: pad every answer to at least this many tokens.
+    #[arg(long, env = "KINKO_FAKE_MIN_TOKENS", default_value_t = 0)]
+    pub fake_min_tokens: usize,
+    /// Fake engine: fail after this many tokens.
+    #[arg(long, env = "KINKO_FAKE_FAIL_AFTER")]
+    pub fake_fail_after: Option<usize>,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.001)).unwrap_or(Duration::from_secs(3600))
+}
+
+impl ServeConfig {
+    /// Time allowed until the first token.
+    pub fn first_token_timeout(&self) -> Duration {
+        secs(self.first_token_timeout_secs)
+    }
+    /// Time allowed between two tokens.
+    pub fn token_timeout(&self) -> Duration {
+        secs(self.token_timeout_secs)
+    }
+    /// Time allowed for a whole answer.
+    pub fn answer_timeout(&self) -> Duration {
+        secs(self.answer_timeout_secs)
+    }
+    /// Interval of SSE keep-alive comments.
+    pub fn keep_alive(&self) -> Duration {
+        secs(self.keep_alive_secs)
+    }
+}
+
+impl Default for ServeConfig {
+    /// The defaults of `kinko serve` with no flags.
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            serve: ServeConfig,
+        }
+        // Parsing no arguments cannot fail: every field has a default.
+        Wrapper::try_parse_from(["kinko"])
+            .map(|w| w.serve)
+            .unwrap_or_else(|e| panic!("ServeConfig defaults do not parse: {e}"))
+    }
+}

@@ -1,0 +1,297 @@
+//! A deterministic engine for tests and UI work (`--engine fake`): it echoes
+//! the last user message word by word, optionally pads the answer, waits a
+//! fixed delay per token, can fail after N tokens, and records every
+//! cancellation so tests can assert that dropping a stream stops it.
+
+use super::{ChatEngine, EngineError, EngineEvent, EngineRequest, ModelInfo, TokenStream};
+use crate::metrics::Metrics;
+use app::api::{ChatMessage, FinishReason, Role, Usage};
+use async_trait::async_trait;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// The one model the fake engine serves.
+pub const FAKE_MODEL: &str = "fake:latest";
+/// Context window the fake model claims.
+pub const FAKE_CONTEXT: usize = 4096;
+
+/// How the fake engine behaves.
+#[derive(Debug, Clone, Default)]
+pub struct FakeConfig {
+    /// Pause before each token.
+    pub token_delay: Duration,
+    /// Pad the echo with numbered filler words up to this many tokens.
+    pub min_tokens: usize,
+    /// Fail with an engine error after this many tokens.
+    pub fail_after: Option<usize>,
+}
+
+/// What the fake engine saw, for assertions.
+#[derive(Debug, Default)]
+pub struct FakeLog {
+    started: AtomicU64,
+    completed: AtomicU64,
+    cancelled: AtomicU64,
+    tokens: AtomicU64,
+}
+
+impl FakeLog {
+    /// Generations started.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::SeqCst)
+    }
+    /// Generations that ran to their end.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::SeqCst)
+    }
+    /// Generations stopped because their stream was dropped.
+    pub fn cancelled(&self) -> u64 {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+    /// Tokens produced.
+    pub fn tokens(&self) -> u64 {
+        self.tokens.load(Ordering::SeqCst)
+    }
+}
+
+/// The deterministic engine.
+pub struct FakeEngine {
+    config: FakeConfig,
+    log: Arc<FakeLog>,
+    metrics: Metrics,
+}
+
+impl FakeEngine {
+    /// A fake engine that counts its tokens in `metrics`.
+    pub fn new(config: FakeConfig, metrics: Metrics) -> Self {
+        Self {
+            config,
+            log: Arc::default(),
+            metrics,
+        }
+    }
+
+    /// What it saw so far.
+    pub fn log(&self) -> Arc<FakeLog> {
+        self.log.clone()
+    }
+
+    /// The tokens it answers `messages` with, before the `max_tokens` cap.
+    pub fn script(&self, messages: &[ChatMessage]) -> Vec<String> {
+        let last_user = messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.as_str())
+            .unwrap_or("");
+        let turn = messages.iter().filter(|m| m.role == Role::User).count();
+        let mut tokens: Vec<String> = vec![format!("Turn {turn}."), " You".into(), " said:".into()];
+        tokens.extend(last_user.split_whitespace().map(|w| format!(" {w}")));
+        let mut n = 1;
+        while tokens.len() < self.config.min_tokens {
+            tokens.push(format!(" word{n}"));
+            n += 1;
+        }
+        tokens
+    }
+}
+
+fn count_words(messages: &[ChatMessage]) -> usize {
+    messages
+        .iter()
+        .map(|m| m.content.split_whitespace().count() + 4)
+        .sum::<usize>()
+        + 2
+}
+
+#[async_trait]
+impl ChatEngine for FakeEngine {
+    async fn list_models(&self) -> Vec<ModelInfo> {
+        vec![ModelInfo {
+            name: FAKE_MODEL.into(),
+            size: 0,
+            quantization: "none".into(),
+            context_length: FAKE_CONTEXT,
+            architecture: "fake".into(),
+        }]
+    }
+
+    async fn count_tokens(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+    ) -> Result<usize, EngineError> {
+        if model != FAKE_MODEL {
+            return Err(EngineError::UnknownModel(model.into()));
+        }
+        Ok(count_words(messages))
+    }
+
+    async fn stream(&self, req: EngineRequest) -> Result<TokenStream, EngineError> {
+        if req.model != FAKE_MODEL {
+            return Err(EngineError::UnknownModel(req.model));
+        }
+        let script = self.script(&req.messages);
+        let prompt_tokens = count_words(&req.messages);
+        let max = req.sampling.max_tokens;
+        let delay = self.config.token_delay;
+        let fail_after = self.config.fail_after;
+        let log = self.log.clone();
+        let metrics = self.metrics.clone();
+        let (tx, rx) = mpsc::channel(1);
+        log.started.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let mut produced = 0usize;
+            for token in script.into_iter().take(max) {
+                if fail_after == Some(produced) {
+                    let _ = tx
+                        .send(Err(EngineError::Generation(format!(
+                            "scripted failure after {produced} tokens"
+                        ))))
+                        .await;
+                    return;
+                }
+                if !delay.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = tx.closed() => {
+                            log.cancelled.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                }
+                produced += 1;
+                log.tokens.fetch_add(1, Ordering::SeqCst);
+                metrics.tokens_generated(1);
+                if tx.send(Ok(EngineEvent::Delta(token))).await.is_err() {
+                    log.cancelled.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+            }
+            let reason = if produced >= max {
+                FinishReason::Length
+            } else {
+                FinishReason::Stop
+            };
+            let done = EngineEvent::Done {
+                reason,
+                usage: Usage {
+                    prompt_tokens,
+                    completion_tokens: produced,
+                },
+            };
+            if tx.send(Ok(done)).await.is_err() {
+                log.cancelled.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            log.completed.fetch_add(1, Ordering::SeqCst);
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Sampling;
+    use futures::StreamExt as _;
+
+    fn request(text: &str, max_tokens: usize) -> EngineRequest {
+        EngineRequest {
+            model: FAKE_MODEL.into(),
+            messages: vec![ChatMessage::new(Role::User, text)],
+            sampling: Sampling::greedy(max_tokens),
+        }
+    }
+
+    #[tokio::test]
+    async fn echoes_the_last_user_message_then_done() {
+        let engine = FakeEngine::new(FakeConfig::default(), Metrics::new());
+        let events: Vec<_> = engine
+            .stream(request("hello there", 100))
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        let text: String = events
+            .iter()
+            .filter_map(|e| match e {
+                Ok(EngineEvent::Delta(t)) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, "Turn 1. You said: hello there");
+        match events.last() {
+            Some(Ok(EngineEvent::Done { reason, usage })) => {
+                assert_eq!(*reason, FinishReason::Stop);
+                assert_eq!(usage.completion_tokens, 5);
+            }
+            other => panic!("expected done, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn max_tokens_ends_with_length() {
+        let engine = FakeEngine::new(FakeConfig::default(), Metrics::new());
+        let events: Vec<_> = engine
+            .stream(request("a b c d e f", 3))
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert_eq!(events.len(), 4);
+        assert!(matches!(
+            events.last(),
+            Some(Ok(EngineEvent::Done {
+                reason: FinishReason::Length,
+                ..
+            }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_stream_is_recorded_as_cancellation() {
+        let config = FakeConfig {
+            token_delay: Duration::from_millis(5),
+            min_tokens: 1000,
+            fail_after: None,
+        };
+        let engine = FakeEngine::new(config, Metrics::new());
+        let log = engine.log();
+        let mut stream = engine.stream(request("x", 1000)).await.unwrap();
+        let _ = stream.next().await;
+        drop(stream);
+        for _ in 0..100 {
+            if log.cancelled() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(log.cancelled(), 1);
+        assert_eq!(log.completed(), 0);
+        let tokens = log.tokens();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(log.tokens(), tokens, "no tokens after cancellation");
+        assert!(tokens < 10);
+    }
+
+    #[tokio::test]
+    async fn scripted_failure_yields_an_error() {
+        let config = FakeConfig {
+            fail_after: Some(2),
+            ..FakeConfig::default()
+        };
+        let engine = FakeEngine::new(config, Metrics::new());
+        let events: Vec<_> = engine
+            .stream(request("a b c", 100))
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert_eq!(events.len(), 3);
+        assert!(matches!(events[2], Err(EngineError::Generation(_))));
+    }
+}

@@ -1,0 +1,276 @@
+//! The production engine: mistral.rs 0.8.1 embedded in the process.
+//!
+//! Models load on first use from the store (each GGUF in its own directory,
+//! read from disk only). Requests are sent to the engine with our own
+//! channel and forwarded by a task that counts tokens; when the consumer
+//! drops its stream the forwarder drops the engine's receiver, and the
+//! engine marks the sequence cancelled at its next token. The prefix cache
+//! is off (0.8.1 mis-matches multi-turn prefixes), and tokenize calls run in
+//! their own task because cancelling one mid-flight panics the engine thread.
+
+use super::{
+    ChatEngine, EngineError, EngineEvent, EngineRequest, ModelInfo, Sampling, TokenStream,
+};
+use crate::metrics::Metrics;
+use crate::models::{InstalledModel, ModelStore};
+use app::api::{ChatMessage, FinishReason, Role, Usage};
+use async_trait::async_trait;
+use mistralrs::{
+    Constraint, GgufModelBuilder, Model, NormalRequest, Request, RequestLike, Response,
+    SamplingParams, TextMessageRole, TextMessages,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, Mutex, OnceCell};
+use tokio_stream::wrappers::ReceiverStream;
+
+/// How many tokens may wait between the engine and the HTTP relay.
+const RELAY_BUFFER: usize = 64;
+
+/// The mistral.rs engine over the model store.
+pub struct MistralEngine {
+    store: ModelStore,
+    metrics: Metrics,
+    max_num_seqs: usize,
+    loaded: Mutex<HashMap<String, Arc<OnceCell<Arc<Model>>>>>,
+}
+
+impl MistralEngine {
+    /// An engine serving the models of `store`; nothing is loaded yet.
+    pub fn new(store: ModelStore, metrics: Metrics) -> Self {
+        Self {
+            store,
+            metrics,
+            max_num_seqs: 16,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn installed(&self, name: &str) -> Result<InstalledModel, EngineError> {
+        self.store
+            .get(name)
+            .ok_or_else(|| EngineError::UnknownModel(name.to_string()))
+    }
+
+    /// The loaded model called `name`, loading it on first use.
+    pub async fn model(&self, name: &str) -> Result<Arc<Model>, EngineError> {
+        let installed = self.installed(name)?;
+        let key = installed.manifest.name.clone();
+        let cell = {
+            let mut loaded = self.loaded.lock().await;
+            loaded.entry(key.clone()).or_default().clone()
+        };
+        let max_num_seqs = self.max_num_seqs;
+        cell.get_or_try_init(|| load(installed, max_num_seqs))
+            .await
+            .cloned()
+    }
+}
+
+async fn load(installed: InstalledModel, max_num_seqs: usize) -> Result<Arc<Model>, EngineError> {
+    let name = installed.manifest.name.clone();
+    let load_err = |reason: String| EngineError::Load {
+        model: name.clone(),
+        reason,
+    };
+    // A path that does not exist would be taken as a Hub repo id: check first.
+    if !installed.gguf_path().is_file() {
+        return Err(load_err(format!(
+            "{} is missing",
+            installed.gguf_path().display()
+        )));
+    }
+    let dir = installed.dir.to_string_lossy().to_string();
+    let file = installed.manifest.file.clone();
+    let started = std::time::Instant::now();
+    let handle = tokio::runtime::Handle::current();
+    let model = tokio::task::spawn_blocking(move || {
+        handle.block_on(
+            GgufModelBuilder::new(dir, vec![file])
+                .with_prefix_cache_n(None)
+                .with_max_num_seqs(max_num_seqs)
+                .build(),
+        )
+    })
+    .await
+    .map_err(|e| load_err(e.to_string()))?
+    .map_err(|e| load_err(e.to_string()))?;
+    tracing::info!(model = %name, elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
+    Ok(Arc::new(model))
+}
+
+fn text_messages(messages: &[ChatMessage]) -> TextMessages {
+    messages.iter().fold(TextMessages::new(), |acc, m| {
+        let role = match m.role {
+            Role::System => TextMessageRole::System,
+            Role::User => TextMessageRole::User,
+            Role::Assistant => TextMessageRole::Assistant,
+        };
+        acc.add_message(role, &m.content)
+    })
+}
+
+fn sampling_params(s: &Sampling) -> SamplingParams {
+    let mut params = SamplingParams::deterministic();
+    params.max_len = Some(s.max_tokens);
+    if s.temperature > 0.0 {
+        params.temperature = Some(s.temperature);
+        params.top_k = s.top_k;
+        params.top_p = s.top_p;
+    }
+    params
+}
+
+fn finish_reason(engine_reason: &str) -> FinishReason {
+    match engine_reason {
+        "length" | "modellength" => FinishReason::Length,
+        "canceled" | "cancelled" => FinishReason::Cancelled,
+        _ => FinishReason::Stop,
+    }
+}
+
+#[async_trait]
+impl ChatEngine for MistralEngine {
+    async fn list_models(&self) -> Vec<ModelInfo> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.list())
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.manifest.summary())
+            .collect()
+    }
+
+    async fn count_tokens(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+    ) -> Result<usize, EngineError> {
+        let model = self.model(model).await?;
+        let messages = text_messages(messages);
+        // Never cancel a tokenize call mid-flight: run it in its own task.
+        tokio::spawn(async move {
+            model
+                .tokenize(either::Either::Left(messages), None, true, true, None)
+                .await
+                .map(|ids| ids.len())
+                .map_err(|e| EngineError::Generation(e.to_string()))
+        })
+        .await
+        .map_err(|e| EngineError::Generation(e.to_string()))?
+    }
+
+    async fn stream(&self, req: EngineRequest) -> Result<TokenStream, EngineError> {
+        let model = self.model(&req.model).await?;
+        let mut messages = text_messages(&req.messages);
+        let (engine_tx, mut engine_rx) = mpsc::channel::<Response>(RELAY_BUFFER);
+        let request = Request::Normal(Box::new(NormalRequest {
+            messages: messages.take_messages(),
+            sampling_params: sampling_params(&req.sampling),
+            response: engine_tx,
+            return_logprobs: false,
+            is_streaming: true,
+            id: 0,
+            constraint: Constraint::None,
+            suffix: None,
+            tools: None,
+            tool_choice: None,
+            logits_processors: None,
+            return_raw_logits: false,
+            web_search_options: None,
+            model_id: None,
+            truncate_sequence: false,
+        }));
+        let sender = model
+            .inner()
+            .get_sender(None)
+            .map_err(|e| EngineError::Generation(e.to_string()))?;
+        sender
+            .send(request)
+            .await
+            .map_err(|e| EngineError::Generation(e.to_string()))?;
+
+        let (tx, rx) = mpsc::channel(RELAY_BUFFER);
+        let metrics = self.metrics.clone();
+        // The forwarder owns the model handle and the engine's receiver; it
+        // ends (dropping both) as soon as the consumer is gone.
+        tokio::spawn(async move {
+            let _model = model;
+            loop {
+                let response = tokio::select! {
+                    r = engine_rx.recv() => r,
+                    _ = tx.closed() => return,
+                };
+                let Some(response) = response else {
+                    let _ = tx
+                        .send(Err(EngineError::Generation(
+                            "the engine ended the stream without finishing".into(),
+                        )))
+                        .await;
+                    return;
+                };
+                let mut out = Vec::with_capacity(2);
+                let mut finished = false;
+                match response {
+                    Response::Chunk(chunk) => {
+                        metrics.tokens_generated(1);
+                        for choice in chunk.choices {
+                            if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                                out.push(Ok(EngineEvent::Delta(text)));
+                            }
+                            if let Some(reason) = choice.finish_reason {
+                                let usage = chunk.usage.as_ref().map(|u| Usage {
+                                    prompt_tokens: u.prompt_tokens,
+                                    completion_tokens: u.completion_tokens,
+                                });
+                                out.push(Ok(EngineEvent::Done {
+                                    reason: finish_reason(&reason),
+                                    usage: usage.unwrap_or_default(),
+                                }));
+                                finished = true;
+                            }
+                        }
+                    }
+                    Response::ModelError(msg, _) => {
+                        out.push(Err(EngineError::Generation(msg)));
+                        finished = true;
+                    }
+                    Response::InternalError(e) | Response::ValidationError(e) => {
+                        out.push(Err(EngineError::Generation(e.to_string())));
+                        finished = true;
+                    }
+                    Response::Done(done) => {
+                        let reason = done
+                            .choices
+                            .first()
+                            .map(|c| finish_reason(&c.finish_reason))
+                            .unwrap_or(FinishReason::Stop);
+                        out.push(Ok(EngineEvent::Done {
+                            reason,
+                            usage: Usage {
+                                prompt_tokens: done.usage.prompt_tokens,
+                                completion_tokens: done.usage.completion_tokens,
+                            },
+                        }));
+                        finished = true;
+                    }
+                    _ => {
+                        out.push(Err(EngineError::Generation(
+                            "unexpected response kind from the engine".into(),
+                        )));
+                        finished = true;
+                    }
+                }
+                for item in out {
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
+                }
+                if finished {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}

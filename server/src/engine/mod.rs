@@ -1,0 +1,100 @@
+//! The engine seam: what the server needs from an inference engine, and
+//! nothing more. Dropping a [`TokenStream`] cancels the generation behind it;
+//! that is the whole cancellation design.
+
+pub mod fake;
+pub mod mistral;
+
+use app::api::{ChatMessage, FinishReason, ModelSummary};
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+/// What went wrong inside an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model is not installed.
+    #[error("model `{0}` is not installed")]
+    UnknownModel(String),
+    /// The model could not be loaded.
+    #[error("could not load model `{model}`: {reason}")]
+    Load {
+        /// The model.
+        model: String,
+        /// Why.
+        reason: String,
+    },
+    /// The engine rejected or failed the request.
+    #[error("engine error: {0}")]
+    Generation(String),
+}
+
+/// A model the engine can serve.
+pub type ModelInfo = ModelSummary;
+
+/// Sampling settings, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// 0 or less means greedy.
+    pub temperature: f64,
+    /// Nucleus mass, if any.
+    pub top_p: Option<f64>,
+    /// Top-k, if any.
+    pub top_k: Option<usize>,
+    /// Hard cap on generated tokens.
+    pub max_tokens: usize,
+}
+
+impl Sampling {
+    /// Greedy decoding with the given cap: reproducible output.
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: None,
+            top_k: None,
+            max_tokens,
+        }
+    }
+}
+
+/// One generation request, after validation and trimming.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineRequest {
+    /// The installed model to use.
+    pub model: String,
+    /// The prompt, oldest first.
+    pub messages: Vec<ChatMessage>,
+    /// How to sample.
+    pub sampling: Sampling,
+}
+
+/// Token counts reported at the end of a generation.
+pub use app::api::Usage;
+
+/// What a token stream yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// New text (whole characters).
+    Delta(String),
+    /// The generation ended by itself.
+    Done {
+        /// Why.
+        reason: FinishReason,
+        /// Token counts.
+        usage: Usage,
+    },
+}
+
+/// A generation in progress; drop it to cancel.
+pub type TokenStream = BoxStream<'static, Result<EngineEvent, EngineError>>;
+
+/// An inference engine.
+#[async_trait]
+pub trait ChatEngine: Send + Sync + 'static {
+    /// The models this engine can serve, sorted by name.
+    async fn list_models(&self) -> Vec<ModelInfo>;
+    /// Tokens the prompt takes with the model's chat template applied.
+    async fn count_tokens(&self, model: &str, messages: &[ChatMessage])
+        -> Result<usize, EngineError>;
+    /// Start generating. The stream ends after `Done` or an error.
+    async fn stream(&self, req: EngineRequest) -> Result<TokenStream, EngineError>;
+}

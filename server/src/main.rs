@@ -1,0 +1,117 @@
+//! The `kinko` binary: parse the command line, start tracing, and run the
+//! chosen command.
+
+use anyhow::Context;
+use clap::Parser;
+use kinko::config::{Cli, Command, EngineKind, ServeConfig};
+use kinko::engine::fake::{FakeConfig, FakeEngine};
+use kinko::engine::mistral::MistralEngine;
+use kinko::engine::ChatEngine;
+use kinko::metrics::Metrics;
+use kinko::models::{ImportOutcome, ModelStore};
+use kinko::AppState;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // Nothing is ever fetched from a model hub.
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("kinko=info,tower_http=warn,mistralrs_core=warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let home = cli.home.clone().unwrap_or_else(ModelStore::default_home);
+    let store = ModelStore::new(&home);
+    match cli.command {
+        Command::Serve(config) => serve(config, store).await,
+        Command::Import { name, path } => {
+            let outcome = tokio::task::spawn_blocking(move || store.import(&name, &path))
+                .await
+                .context("import task")??;
+            match outcome {
+                ImportOutcome::Imported(m) => println!(
+                    "imported {} ({}, {}, {} bytes, context {})",
+                    m.name, m.architecture, m.quantization, m.size, m.context_length
+                ),
+                ImportOutcome::AlreadyInstalled(m) => {
+                    println!("{} is already installed ({})", m.name, m.digest)
+                }
+            }
+            Ok(())
+        }
+        Command::List => {
+            let models = store.list();
+            println!("{:<28} {:>10} {:<8} {:>8}", "NAME", "SIZE", "QUANT", "CONTEXT");
+            for m in models {
+                let m = m.manifest;
+                println!(
+                    "{:<28} {:>8} MB {:<8} {:>8}",
+                    m.name,
+                    m.size / 1_000_000,
+                    m.quantization,
+                    m.context_length
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: ServeConfig, store: ModelStore) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let (engine, name): (Arc<dyn ChatEngine>, &'static str) = match config.engine {
+        EngineKind::Mistral => (Arc::new(MistralEngine::new(store, metrics.clone())), "mistral"),
+        EngineKind::Fake => (
+            Arc::new(FakeEngine::new(
+                FakeConfig {
+                    token_delay: Duration::from_millis(config.fake_token_delay_ms),
+                    min_tokens: config.fake_min_tokens,
+                    fail_after: config.fake_fail_after,
+                },
+                metrics.clone(),
+            )),
+            "fake",
+        ),
+    };
+    let addr = config.addr;
+    if !config.site_root.join("pkg").is_dir() {
+        tracing::warn!(site_root = %config.site_root.display(), "no UI bundle found (build it with `cargo leptos build --release`); the API still works");
+    }
+    let state = AppState::new(engine, name, metrics, config);
+    let app = kinko::router(state);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!("kinko listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server error")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

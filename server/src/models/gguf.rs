@@ -1,0 +1,101 @@
+//! Reading what the store needs from a GGUF header (architecture, weight
+//! format, parameter count, context length) with candle's GGUF reader.
+
+use super::StoreError;
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::GgmlDType;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+/// Facts read from a GGUF header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GgufInfo {
+    /// `general.architecture`, e.g. `llama`.
+    pub architecture: String,
+    /// The format holding most parameters, e.g. `Q4_1`.
+    pub quantization: String,
+    /// Total parameters.
+    pub parameter_count: u64,
+    /// `<arch>.context_length`.
+    pub context_length: usize,
+}
+
+/// The llama.cpp-style name of a weight format.
+pub fn dtype_name(dtype: GgmlDType) -> &'static str {
+    match dtype {
+        GgmlDType::F32 => "F32",
+        GgmlDType::F16 => "F16",
+        GgmlDType::BF16 => "BF16",
+        GgmlDType::Q4_0 => "Q4_0",
+        GgmlDType::Q4_1 => "Q4_1",
+        GgmlDType::Q5_0 => "Q5_0",
+        GgmlDType::Q5_1 => "Q5_1",
+        GgmlDType::Q8_0 => "Q8_0",
+        GgmlDType::Q8_1 => "Q8_1",
+        GgmlDType::Q2K => "Q2_K",
+        GgmlDType::Q3K => "Q3_K",
+        GgmlDType::Q4K => "Q4_K",
+        GgmlDType::Q5K => "Q5_K",
+        GgmlDType::Q6K => "Q6_K",
+        GgmlDType::Q8K => "Q8_K",
+    }
+}
+
+/// Read the header of the GGUF file at `path`.
+pub fn inspect(path: &Path) -> Result<GgufInfo, StoreError> {
+    let not_gguf = |reason: String| StoreError::NotGguf {
+        path: path.display().to_string(),
+        reason,
+    };
+    let file = File::open(path).map_err(|e| not_gguf(e.to_string()))?;
+    let content =
+        Content::read(&mut BufReader::new(file)).map_err(|e| not_gguf(e.to_string()))?;
+    let architecture = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| not_gguf("no general.architecture".into()))?;
+    let context_length = content
+        .metadata
+        .get(&format!("{architecture}.context_length"))
+        .and_then(|v| v.to_u64().ok())
+        .ok_or_else(|| not_gguf(format!("no {architecture}.context_length")))?
+        as usize;
+    let mut by_dtype: HashMap<&'static str, u64> = HashMap::new();
+    let mut parameter_count = 0u64;
+    for info in content.tensor_infos.values() {
+        let n = info.shape.elem_count() as u64;
+        parameter_count += n;
+        *by_dtype.entry(dtype_name(info.ggml_dtype)).or_default() += n;
+    }
+    let quantization = by_dtype
+        .into_iter()
+        .max_by_key(|(name, n)| (*n, *name))
+        .map(|(name, _)| name.to_string())
+        .ok_or_else(|| not_gguf("no tensors".into()))?;
+    Ok(GgufInfo {
+        architecture,
+        quantization,
+        parameter_count,
+        context_length,
+    })
+}
+
+/// Write a tiny (not runnable) llama-shaped GGUF file: enough for store tests.
+pub fn write_tiny_test_model(path: &Path) -> candle_core::Result<()> {
+    use candle_core::quantized::QTensor;
+    use candle_core::{Device, Tensor};
+    let weights = Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu)?;
+    let q = QTensor::quantize(&weights, GgmlDType::Q8_0)?;
+    let arch = Value::String("llama".into());
+    let ctx = Value::U32(128);
+    let mut f = File::create(path)?;
+    candle_core::quantized::gguf_file::write(
+        &mut f,
+        &[("general.architecture", &arch), ("llama.context_length", &ctx)],
+        &[("token_embd.weight", &q)],
+    )
+}

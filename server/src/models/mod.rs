@@ -1,0 +1,380 @@
+//! The on-disk model store under `$KINKO_HOME/models`: one directory per
+//! model (mistral.rs names a GGUF pipeline by its directory) holding the
+//! GGUF file and a `manifest.json`. Imports are atomic: they are assembled
+//! in a hidden temporary directory and renamed into place, so an interrupted
+//! import never leaves a half model listed.
+
+pub mod gguf;
+
+use app::api::ModelSummary;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The GGUF file's name inside a model directory.
+pub const MODEL_FILE: &str = "model.gguf";
+/// The manifest's name inside a model directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Problems with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The model name is not `name[:tag]` of lowercase letters, digits, `.`, `_`, `-`.
+    #[error("invalid model name `{0}`: use name[:tag] with lowercase letters, digits, '.', '_' or '-'")]
+    InvalidName(String),
+    /// The file is not a GGUF model kinko can read.
+    #[error("{path}: not a readable GGUF file: {reason}")]
+    NotGguf {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Filesystem trouble.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+/// What the store knows about one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// `name:tag`.
+    pub name: String,
+    /// The GGUF file, relative to the model directory.
+    pub file: String,
+    /// `sha256:<hex>` of the GGUF file.
+    pub digest: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// Model family from the GGUF metadata, e.g. `llama`.
+    pub architecture: String,
+    /// The weight format of most parameters, e.g. `Q4_1`.
+    pub quantization: String,
+    /// Number of parameters.
+    pub parameter_count: u64,
+    /// Context window in tokens.
+    pub context_length: usize,
+    /// Default system prompt, if the model has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Default sampling parameters.
+    #[serde(default)]
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// Seconds since the Unix epoch when it was imported.
+    pub created: u64,
+}
+
+impl Manifest {
+    /// The picker's view of this model.
+    pub fn summary(&self) -> ModelSummary {
+        ModelSummary {
+            name: self.name.clone(),
+            size: self.size,
+            quantization: self.quantization.clone(),
+            context_length: self.context_length,
+            architecture: self.architecture.clone(),
+        }
+    }
+}
+
+/// A model found in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstalledModel {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+impl InstalledModel {
+    /// The GGUF file's full path.
+    pub fn gguf_path(&self) -> PathBuf {
+        self.dir.join(&self.manifest.file)
+    }
+}
+
+/// Normalise `name[:tag]` to `name:tag` (tag defaults to `latest`).
+pub fn normalize_name(name: &str) -> Result<String, StoreError> {
+    let (base, tag) = match name.split_once(':') {
+        Some((b, t)) => (b, t),
+        None => (name, "latest"),
+    };
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && !s.starts_with('.')
+            && s.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            })
+    };
+    if ok(base) && ok(tag) {
+        Ok(format!("{base}:{tag}"))
+    } else {
+        Err(StoreError::InvalidName(name.to_string()))
+    }
+}
+
+/// The model store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct ModelStore {
+    root: PathBuf,
+}
+
+/// What [`ModelStore::import`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImportOutcome {
+    /// The model was copied in.
+    Imported(Manifest),
+    /// The same file was already installed under that name.
+    AlreadyInstalled(Manifest),
+}
+
+impl ModelStore {
+    /// A store under `home` (models live in `home/models`).
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        Self {
+            root: home.into().join("models"),
+        }
+    }
+
+    /// `$KINKO_HOME`, else the XDG data dir (`~/.local/share/kinko`).
+    pub fn default_home() -> PathBuf {
+        if let Some(home) = std::env::var_os("KINKO_HOME") {
+            return PathBuf::from(home);
+        }
+        dirs::data_dir()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("kinko")
+    }
+
+    /// The directory holding one directory per model.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir_for(&self, name: &str) -> PathBuf {
+        self.root.join(name.replace(':', "-"))
+    }
+
+    /// Every installed model, sorted by name. Unreadable entries are skipped
+    /// with a warning; temporary import directories are never listed.
+    pub fn list(&self) -> Vec<InstalledModel> {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut models: Vec<InstalledModel> = entries
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(|e| {
+                let dir = e.path();
+                let text = fs::read_to_string(dir.join(MANIFEST_FILE)).ok()?;
+                match serde_json::from_str::<Manifest>(&text) {
+                    Ok(manifest) => Some(InstalledModel { dir, manifest }),
+                    Err(err) => {
+                        tracing::warn!(dir = %dir.display(), %err, "skipping unreadable manifest");
+                        None
+                    }
+                }
+            })
+            .collect();
+        models.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
+        models
+    }
+
+    /// The installed model called `name` (`name` or `name:tag`).
+    pub fn get(&self, name: &str) -> Option<InstalledModel> {
+        let name = normalize_name(name).ok()?;
+        self.list().into_iter().find(|m| m.manifest.name == name)
+    }
+
+    /// Copy a GGUF file into the store as `name`. Blocking; call it from
+    /// `spawn_blocking` in async code. Importing the same file under the same
+    /// name again does nothing.
+    pub fn import(&self, name: &str, source: &Path) -> Result<ImportOutcome, StoreError> {
+        let name = normalize_name(name)?;
+        let info = gguf::inspect(source)?;
+        let source_digest = sha256_file(source)?;
+        if let Some(existing) = self.get(&name) {
+            if existing.manifest.digest == source_digest && existing.gguf_path().is_file() {
+                return Ok(ImportOutcome::AlreadyInstalled(existing.manifest));
+            }
+        }
+        fs::create_dir_all(&self.root).map_err(io(format!("create {}", self.root.display())))?;
+        let tmp = self.root.join(format!(
+            ".import-{}-{}",
+            name.replace(':', "-"),
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
+        let result = (|| {
+            let target = tmp.join(MODEL_FILE);
+            let (size, digest) = copy_hashing(source, &target)?;
+            if digest != source_digest {
+                return Err(StoreError::Io {
+                    context: format!("copy {}", source.display()),
+                    source: std::io::Error::other("the file changed while it was copied"),
+                });
+            }
+            let manifest = Manifest {
+                name: name.clone(),
+                file: MODEL_FILE.into(),
+                digest,
+                size,
+                architecture: info.architecture,
+                quantization: info.quantization,
+                parameter_count: info.parameter_count,
+                context_length: info.context_length,
+                system: None,
+                parameters: serde_json::Map::new(),
+                created: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            };
+            write_json_atomic(&tmp.join(MANIFEST_FILE), &manifest)?;
+            let final_dir = self.dir_for(&name);
+            if final_dir.exists() {
+                let old = self.root.join(format!(".old-{}", std::process::id()));
+                fs::rename(&final_dir, &old).map_err(io("move old model aside"))?;
+                fs::rename(&tmp, &final_dir).map_err(io("install model"))?;
+                let _ = fs::remove_dir_all(&old);
+            } else {
+                fs::rename(&tmp, &final_dir).map_err(io("install model"))?;
+            }
+            Ok(manifest)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result.map(ImportOutcome::Imported)
+    }
+}
+
+/// Write `value` as pretty JSON to `path` through a temporary file and a rename.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Io {
+        context: "encode manifest".into(),
+        source: std::io::Error::other(e),
+    })?;
+    let mut f = fs::File::create(&tmp).map_err(io(format!("create {}", tmp.display())))?;
+    f.write_all(&text).map_err(io(format!("write {}", tmp.display())))?;
+    f.sync_all().map_err(io(format!("sync {}", tmp.display())))?;
+    fs::rename(&tmp, path).map_err(io(format!("rename to {}", path.display())))
+}
+
+/// `sha256:<hex>` of a file.
+pub fn sha256_file(path: &Path) -> Result<String, StoreError> {
+    let mut f = fs::File::open(path).map_err(io(format!("open {}", path.display())))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io(format!("read {}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("sha256:{}", hex(&hasher.finalize())))
+}
+
+fn copy_hashing(from: &Path, to: &Path) -> Result<(u64, String), StoreError> {
+    let mut src = fs::File::open(from).map_err(io(format!("open {}", from.display())))?;
+    let mut dst = fs::File::create(to).map_err(io(format!("create {}", to.display())))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = src.read(&mut buf).map_err(io(format!("read {}", from.display())))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n]).map_err(io(format!("write {}", to.display())))?;
+        size += n as u64;
+    }
+    dst.sync_all().map_err(io(format!("sync {}", to.display())))?;
+    Ok((size, format!("sha256:{}", hex(&hasher.finalize()))))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalised_and_checked() {
+        assert_eq!(normalize_name("smollm2:135m").unwrap(), "smollm2:135m");
+        assert_eq!(normalize_name("tiny").unwrap(), "tiny:latest");
+        for bad in ["", "A:b", "a/b", "../x", "a:", ":b", "a b", ".hidden"] {
+            assert!(normalize_name(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn import_is_atomic_and_idempotent() {
+        let home = tempdir();
+        let store = ModelStore::new(&home);
+        let src = home.join("tiny.gguf");
+        gguf::write_tiny_test_model(&src).unwrap();
+        let first = store.import("tiny:1", &src).unwrap();
+        let ImportOutcome::Imported(m) = first else {
+            panic!("expected an import")
+        };
+        assert_eq!(m.architecture, "llama");
+        assert_eq!(m.context_length, 128);
+        assert!(m.digest.starts_with("sha256:"));
+        assert!(matches!(
+            store.import("tiny:1", &src).unwrap(),
+            ImportOutcome::AlreadyInstalled(_)
+        ));
+        // A leftover temporary directory (an interrupted import) is not listed.
+        fs::create_dir_all(store.root().join(".import-half-1")).unwrap();
+        let names: Vec<_> = store.list().into_iter().map(|m| m.manifest.name).collect();
+        assert_eq!(names, vec!["tiny:1".to_string()]);
+        assert!(store.get("tiny:1").unwrap().gguf_path().is_file());
+        // Not a GGUF file: refused, nothing listed.
+        let junk = home.join("junk.gguf");
+        fs::write(&junk, b"not a model").unwrap();
+        assert!(matches!(
+            store.import("junk", &junk),
+            Err(StoreError::NotGguf { .. })
+        ));
+        assert_eq!(store.list().len(), 1);
+        let _ = fs::remove_dir_all(&home);
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "kinko-store-test-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,141 @@
+//! `POST /api/chat/stream`: validate, resolve the model, fit the history
+//! window, start the engine, and relay its tokens as SSE.
+
+use crate::engine::{EngineRequest, Sampling};
+use crate::error::{ApiError, ApiJson};
+use crate::history::{HistoryWindow, TrimError};
+use crate::models::normalize_name;
+use crate::sse::{relay, sse_events, Timeouts};
+use crate::AppState;
+use app::api::{ChatOptions, ChatRequest, MetaEvent, Role};
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use tokio::time::Instant;
+
+/// The chat stream route.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/chat/stream", post(stream_chat))
+}
+
+/// Check the options against the limits; returns the `max_tokens` to use.
+pub fn validate_options(
+    options: &ChatOptions,
+    default_max_tokens: usize,
+    max_tokens_cap: usize,
+) -> Result<usize, ApiError> {
+    if let Some(t) = options.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(ApiError::invalid(format!(
+                "options.temperature must be between 0 and 2, got {t}"
+            )));
+        }
+    }
+    if let Some(p) = options.top_p {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(ApiError::invalid(format!(
+                "options.top_p must be in (0, 1], got {p}"
+            )));
+        }
+    }
+    if let Some(k) = options.top_k {
+        if !(1..=1000).contains(&k) {
+            return Err(ApiError::invalid(format!(
+                "options.top_k must be between 1 and 1000, got {k}"
+            )));
+        }
+    }
+    let max_tokens = options
+        .max_tokens
+        .unwrap_or(default_max_tokens.min(max_tokens_cap));
+    if max_tokens == 0 || max_tokens > max_tokens_cap {
+        return Err(ApiError::invalid(format!(
+            "options.max_tokens must be between 1 and {max_tokens_cap}, got {max_tokens}"
+        )));
+    }
+    Ok(max_tokens)
+}
+
+async fn stream_chat(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let config = &state.config;
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid("messages must not be empty"));
+    }
+    match req.messages.last() {
+        Some(last) if last.role == Role::User && !last.content.trim().is_empty() => {}
+        _ => {
+            return Err(ApiError::invalid(
+                "the last message must be a non-empty user message",
+            ))
+        }
+    }
+    let max_tokens = validate_options(&req.options, config.default_max_tokens, config.max_tokens_cap)?;
+    let name = normalize_name(&req.model).map_err(|_| ApiError::UnknownModel(req.model.clone()))?;
+    let info = state
+        .engine
+        .list_models()
+        .await
+        .into_iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| ApiError::UnknownModel(req.model.clone()))?;
+
+    let window = HistoryWindow {
+        context_length: info.context_length,
+        max_tokens,
+        margin: config.context_margin,
+        max_messages: config.max_history_messages,
+    };
+    let trimmed = window
+        .fit(state.engine.as_ref(), &name, &req.messages)
+        .await
+        .map_err(|e| match e {
+            e @ TrimError::Overflow { .. } => ApiError::Invalid {
+                code: "context_overflow",
+                message: e.to_string(),
+            },
+            TrimError::Engine(e) => e.into(),
+        })?;
+
+    let sampling = Sampling {
+        temperature: req.options.temperature.unwrap_or(0.0),
+        top_p: req.options.top_p,
+        top_k: req.options.top_k,
+        max_tokens,
+    };
+    let tokens = state
+        .engine
+        .stream(EngineRequest {
+            model: name.clone(),
+            messages: trimmed.messages,
+            sampling,
+        })
+        .await?;
+    let guard = state.metrics.stream_started();
+    let meta = MetaEvent {
+        model: name,
+        context_window: info.context_length,
+        prompt_tokens: trimmed.prompt_tokens,
+        trimmed_messages: trimmed.dropped,
+        max_tokens,
+    };
+    let timeouts = Timeouts {
+        first_token: config.first_token_timeout(),
+        between_tokens: config.token_timeout(),
+        answer: config.answer_timeout(),
+    };
+    let events = relay(meta, tokens, guard, timeouts, started);
+    let mut response = Sse::new(sse_events(events))
+        .keep_alive(KeepAlive::new().interval(config.keep_alive()).text("keep-alive"))
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}

@@ -1,0 +1,54 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
+use kinko::config::ServeConfig;
+use kinko::engine::fake::{FakeConfig, FakeEngine};
+use kinko::metrics::Metrics;
+use kinko::AppState;
+use std::sync::Arc;
+
+/// One SSE event: name and JSON data.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub event: String,
+    pub data: serde_json::Value,
+}
+
+/// Parse a whole SSE body.
+pub async fn parse_sse<S, B, E>(body: S) -> Vec<Sse>
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    Box::pin(body.eventsource())
+        .map(|e| {
+            let e = e.expect("well-formed SSE");
+            Sse {
+                data: serde_json::from_str(&e.data)
+                    .unwrap_or_else(|err| panic!("event {} has non-JSON data {:?}: {err}", e.event, e.data)),
+                event: e.event,
+            }
+        })
+        .collect()
+        .await
+}
+
+/// The text of all `delta` events.
+pub fn text_of(events: &[Sse]) -> String {
+    events
+        .iter()
+        .filter(|e| e.event == "delta")
+        .map(|e| e.data["text"].as_str().expect("delta text").to_string())
+        .collect()
+}
+
+/// App state over a fake engine with `fake` behaviour and `config`.
+pub fn fake_state(fake: FakeConfig, config: ServeConfig) -> (AppState, Arc<FakeEngine>, Metrics) {
+    let metrics = Metrics::new();
+    let engine = Arc::new(FakeEngine::new(fake, metrics.clone()));
+    let state = AppState::new(engine.clone(), "fake", metrics.clone(), config);
+    (state, engine, metrics)
+}

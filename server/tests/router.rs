@@ -1,0 +1,211 @@
+//! Router tests against the fake engine: statuses, JSON errors, SSE framing
+//! and event order, through `router(state).oneshot(request)`.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use common::{fake_state, parse_sse, text_of};
+use http_body_util::BodyExt;
+use kinko::config::ServeConfig;
+use kinko::engine::fake::FakeConfig;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn app_with(fake: FakeConfig, config: ServeConfig) -> axum::Router {
+    kinko::api_router(fake_state(fake, config).0)
+}
+
+fn app() -> axum::Router {
+    app_with(FakeConfig::default(), ServeConfig::default())
+}
+
+fn post_json(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/api/chat/stream")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+async fn json_error(resp: axum::response::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    assert_eq!(
+        resp.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap()),
+        Some("application/json"),
+        "error bodies are JSON"
+    );
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(v["error"]["code"].is_string(), "{v}");
+    assert!(!v["error"]["message"].as_str().unwrap().is_empty(), "{v}");
+    (status, v)
+}
+
+fn hello() -> Value {
+    json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hello world"}]})
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_status_and_a_json_error() {
+    let too_big = format!(
+        r#"{{"model":"fake:latest","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(5 * 1024 * 1024)
+    );
+    let cases: Vec<(&str, Request<Body>, StatusCode, &str)> = vec![
+        ("malformed json", post_json("{not json"), StatusCode::BAD_REQUEST, "malformed_json"),
+        ("truncated json", post_json(r#"{"model": "fake:latest", "messages": ["#), StatusCode::BAD_REQUEST, "malformed_json"),
+        (
+            "wrong content type",
+            Request::post("/api/chat/stream").header(header::CONTENT_TYPE, "text/plain").body(Body::from(hello().to_string())).unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        ("empty messages", post_json(json!({"model": "fake:latest", "messages": []}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("missing messages", post_json(json!({"model": "fake:latest"}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("unknown role", post_json(json!({"model": "fake:latest", "messages": [{"role": "wizard", "content": "hi"}]}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("non-string content", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": 42}]}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("last message not from the user", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("blank user message", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": "   "}]}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("temperature out of range", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hi"}], "options": {"temperature": 9}}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("max_tokens over the cap", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hi"}], "options": {"max_tokens": 1_000_000}}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("unknown option", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hi"}], "options": {"temprature": 1}}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("unknown model", post_json(json!({"model": "nope:1b", "messages": [{"role": "user", "content": "hi"}]}).to_string()), StatusCode::NOT_FOUND, "unknown_model"),
+        ("model name with a path", post_json(json!({"model": "../../etc", "messages": [{"role": "user", "content": "hi"}]}).to_string()), StatusCode::NOT_FOUND, "unknown_model"),
+        ("body over the limit", post_json(too_big), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        ("wrong method", Request::get("/api/chat/stream").body(Body::empty()).unwrap(), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        ("unknown route", Request::get("/api/nothing-here").body(Body::empty()).unwrap(), StatusCode::NOT_FOUND, "not_found"),
+    ];
+    for (name, req, status, code) in cases {
+        let resp = app().oneshot(req).await.unwrap();
+        let (got, body) = json_error(resp).await;
+        assert_eq!(got, status, "{name}: {body}");
+        assert_eq!(body["error"]["code"], code, "{name}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_generated_for_bad_input() {
+    let (state, engine, metrics) = fake_state(FakeConfig::default(), ServeConfig::default());
+    let app = kinko::api_router(state);
+    let resp = app
+        .oneshot(post_json(json!({"model": "fake:latest", "messages": []}).to_string()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(engine.log().started(), 0);
+    assert_eq!(metrics.tokens_total(), 0);
+}
+
+#[tokio::test]
+async fn a_chat_streams_meta_deltas_done_as_named_sse_events() {
+    let resp = app().oneshot(post_json(hello().to_string())).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+    assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-cache");
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let raw = String::from_utf8(bytes.to_vec()).unwrap();
+    // Framing: each event is `event: NAME\ndata: JSON\n\n`.
+    assert!(raw.starts_with("event: meta\ndata: {"), "{raw}");
+    assert!(raw.contains("\n\nevent: delta\ndata: {\"text\":"), "{raw}");
+    assert!(raw.ends_with("}\n\n"), "{raw}");
+    let events = parse_sse(futures::stream::iter([Ok::<_, std::io::Error>(bytes)])).await;
+    let names: Vec<_> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names.first(), Some(&"meta"));
+    assert_eq!(names.last(), Some(&"done"));
+    assert!(names[1..names.len() - 1].iter().all(|n| *n == "delta"), "{names:?}");
+    assert_eq!(text_of(&events), "Turn 1. You said: hello world");
+    let meta = &events[0].data;
+    assert_eq!(meta["model"], "fake:latest");
+    assert_eq!(meta["trimmed_messages"], 0);
+    assert_eq!(meta["max_tokens"], 512);
+    let done = &events.last().unwrap().data;
+    assert_eq!(done["finish_reason"], "stop");
+    assert_eq!(done["usage"]["completion_tokens"], names.len() - 2);
+    assert_eq!(done["usage"]["prompt_tokens"], meta["prompt_tokens"]);
+    assert!(done["timings"]["ttft_ms"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test]
+async fn an_engine_failure_mid_answer_is_an_error_event() {
+    let fake = FakeConfig { fail_after: Some(2), ..FakeConfig::default() };
+    let (state, _, metrics) = fake_state(fake, ServeConfig::default());
+    let resp = kinko::api_router(state).oneshot(post_json(hello().to_string())).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let events = parse_sse(resp.into_body().into_data_stream()).await;
+    let names: Vec<_> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["meta", "delta", "delta", "error"]);
+    assert_eq!(events[3].data["code"], "engine_error");
+    assert!(events[3].data["message"].as_str().unwrap().contains("scripted failure"));
+    assert_eq!(metrics.finished_total(app::api::FinishReason::Error), 1);
+    assert_eq!(metrics.active_streams(), 0);
+}
+
+#[tokio::test]
+async fn max_tokens_ends_with_length() {
+    let body = json!({"model": "fake", "messages": [{"role": "user", "content": "a b c d e f g"}], "options": {"max_tokens": 4}});
+    let resp = app().oneshot(post_json(body.to_string())).await.unwrap();
+    let events = parse_sse(resp.into_body().into_data_stream()).await;
+    assert_eq!(events.iter().filter(|e| e.event == "delta").count(), 4);
+    assert_eq!(events.last().unwrap().data["finish_reason"], "length");
+}
+
+#[tokio::test]
+async fn long_history_is_trimmed_and_meta_says_so() {
+    let mut messages = vec![json!({"role": "system", "content": "be brief"})];
+    for i in 0..400 {
+        messages.push(json!({"role": "user", "content": format!("question {i} {}", "w ".repeat(20))}));
+        messages.push(json!({"role": "assistant", "content": format!("answer {i}")}));
+    }
+    messages.push(json!({"role": "user", "content": "the newest question"}));
+    let body = json!({"model": "fake:latest", "messages": messages, "options": {"max_tokens": 100}});
+    let resp = app().oneshot(post_json(body.to_string())).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let events = parse_sse(resp.into_body().into_data_stream()).await;
+    let meta = &events[0].data;
+    let dropped = meta["trimmed_messages"].as_u64().unwrap();
+    assert!(dropped > 0 && dropped < 800, "{meta}");
+    assert!(meta["prompt_tokens"].as_u64().unwrap() <= 4096 - 100 - 16, "{meta}");
+    assert!(text_of(&events).contains("the newest question"));
+}
+
+#[tokio::test]
+async fn a_message_that_cannot_fit_alone_is_a_context_overflow() {
+    let body = json!({"model": "fake:latest", "messages": [{"role": "user", "content": "w ".repeat(5000)}]});
+    let resp = app().oneshot(post_json(body.to_string())).await.unwrap();
+    let (status, v) = json_error(resp).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["error"]["code"], "context_overflow");
+    assert!(v["error"]["message"].as_str().unwrap().contains("4096"), "{v}");
+}
+
+#[tokio::test]
+async fn models_health_and_metrics() {
+    let resp = app().oneshot(Request::get("/api/models").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["models"][0]["name"], "fake:latest");
+    assert_eq!(v["models"][0]["context_length"], 4096);
+
+    let resp = app().oneshot(Request::get("/health").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let (state, _, _) = fake_state(FakeConfig::default(), ServeConfig::default());
+    let app = kinko::api_router(state);
+    let resp = app.clone().oneshot(post_json(hello().to_string())).await.unwrap();
+    let _ = resp.into_body().collect().await.unwrap();
+    let resp = app
+        .oneshot(Request::builder().method(Method::GET).uri("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert!(resp.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for line in [
+        "kinko_streams_started_total 1",
+        "kinko_streams_finished_total{reason=\"stop\"} 1",
+        "kinko_streams_finished_total{reason=\"cancelled\"} 0",
+        "kinko_streams_active 0",
+        "kinko_tokens_generated_total 5",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+}
