@@ -62,6 +62,9 @@ pub struct ChatOptions {
     /// The most tokens the answer may have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<usize>,
+    /// Penalty on tokens already present (1 = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_penalty: Option<f32>,
 }
 
 /// Body of `POST /api/chat/stream`.

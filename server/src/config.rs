@@ -58,6 +58,18 @@ pub struct ServeConfig {
     /// `max_tokens` when a request names none.
     #[arg(long, env = "KINKO_DEFAULT_MAX_TOKENS", default_value_t = 512)]
     pub default_max_tokens: usize,
+    /// Sampling temperature when a request names none (0 = greedy).
+    #[arg(long, env = "KINKO_DEFAULT_TEMPERATURE", default_value_t = 0.7)]
+    pub default_temperature: f64,
+    /// Nucleus sampling mass when a request names none.
+    #[arg(long, env = "KINKO_DEFAULT_TOP_P", default_value_t = 0.9)]
+    pub default_top_p: f64,
+    /// Top-k when a request names none.
+    #[arg(long, env = "KINKO_DEFAULT_TOP_K", default_value_t = 40)]
+    pub default_top_k: usize,
+    /// Repetition penalty when a request names none (1 = off).
+    #[arg(long, env = "KINKO_DEFAULT_REPEAT_PENALTY", default_value_t = 1.1)]
+    pub default_repeat_penalty: f32,
     /// The largest `max_tokens` a request may ask for.
     #[arg(long, env = "KINKO_MAX_TOKENS_CAP", default_value_t = 4096)]
     pub max_tokens_cap: usize,

@@ -38,6 +38,11 @@ pub struct AppState {
     pub engine_name: &'static str,
     /// Where the UI bundle lives and how it is named.
     pub leptos_options: LeptosOptions,
+    /// Turns true when the server begins shutting down.
+    #[from_ref(skip)]
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    #[from_ref(skip)]
+    shutdown_tx: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -55,13 +60,21 @@ impl AppState {
             .site_pkg_dir("pkg")
             .site_addr(config.addr)
             .build();
+        let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
         Self {
             engine,
             metrics,
             config: Arc::new(config),
             engine_name,
             leptos_options,
+            shutdown,
+            shutdown_tx: Arc::new(shutdown_tx),
         }
+    }
+
+    /// Begin shutting down: open answers end with a final event.
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown_tx.send(true);
     }
 }
 

@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("kinko=info,tower_http=warn,mistralrs_core=warn")),
+                .unwrap_or_else(|_| EnvFilter::new("kinko=info,tower_http=warn,mistralrs_core=error")),
         )
         .init();
     let cli = Cli::parse();
@@ -49,12 +49,10 @@ async fn main() -> anyhow::Result<()> {
             println!("{:<28} {:>10} {:<8} {:>8}", "NAME", "SIZE", "QUANT", "CONTEXT");
             for m in models {
                 let m = m.manifest;
+                let size = format!("{} MB", m.size.div_ceil(1_000_000));
                 println!(
-                    "{:<28} {:>8} MB {:<8} {:>8}",
-                    m.name,
-                    m.size / 1_000_000,
-                    m.quantization,
-                    m.context_length
+                    "{:<28} {:>10} {:<8} {:>8}",
+                    m.name, size, m.quantization, m.context_length
                 );
             }
             Ok(())
@@ -83,13 +81,17 @@ async fn serve(config: ServeConfig, store: ModelStore) -> anyhow::Result<()> {
         tracing::warn!(site_root = %config.site_root.display(), "no UI bundle found (build it with `cargo leptos build --release`); the API still works");
     }
     let state = AppState::new(engine, name, metrics, config);
-    let app = kinko::router(state);
+    let app = kinko::router(state.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!("kinko listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Open answers get a final event and end; then the server exits.
+            state.begin_shutdown();
+        })
         .await
         .context("server error")
 }

@@ -11,6 +11,7 @@ use futures::{Stream, StreamExt};
 use serde::Serialize;
 use std::convert::Infallible;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// The three time limits of one answer.
@@ -77,12 +78,15 @@ fn error(code: &str, message: impl Into<String>) -> ChatEvent {
 /// The events of one answer: `meta`, then the engine's text as `delta`s,
 /// then `done` (or `error`, then `done` with reason `timeout` for a timeout).
 /// `started` is when the request arrived (time to first token counts from it).
+/// When `shutdown` turns true the answer ends at once with an `error`
+/// (`shutting_down`) and a `done` (`cancelled`).
 pub fn relay(
     meta: MetaEvent,
     mut tokens: TokenStream,
     mut guard: StreamGuard,
     timeouts: Timeouts,
     started: Instant,
+    mut shutdown: watch::Receiver<bool>,
 ) -> impl Stream<Item = ChatEvent> + Send + 'static {
     async_stream::stream! {
         let prompt_tokens = meta.prompt_tokens;
@@ -98,7 +102,20 @@ pub fn relay(
             let now = Instant::now();
             let until = (now + limit).min(deadline);
             let what = if until == deadline { "the whole answer" } else { what };
-            let next = tokio::time::timeout_at(until, tokens.next()).await;
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(until, tokens.next()) => next,
+                _ = shutting_down(&mut shutdown) => {
+                    drop(std::mem::replace(&mut tokens, Box::pin(futures::stream::empty())));
+                    guard.finish(FinishReason::Cancelled);
+                    yield error("shutting_down", "the server is shutting down");
+                    yield ChatEvent::Done(DoneEvent {
+                        finish_reason: FinishReason::Cancelled,
+                        usage: Usage { prompt_tokens, completion_tokens: deltas },
+                        timings: timings(started, first_token_at, deltas),
+                    });
+                    break;
+                }
+            };
             match next {
                 Ok(Some(Ok(EngineEvent::Delta(text)))) => {
                     if first_token_at.is_none() {
@@ -156,6 +173,13 @@ pub fn relay(
     }
 }
 
+/// Resolves once `shutdown` turns true (never, if its sender is gone).
+async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|down| *down).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// SSE framing of [`relay`].
 pub fn sse_events(
     events: impl Stream<Item = ChatEvent> + Send + 'static,
@@ -207,7 +231,8 @@ mod tests {
     async fn run(items: Vec<Result<EngineEvent, EngineError>>) -> (Vec<ChatEvent>, Metrics) {
         let metrics = Metrics::new();
         let tokens: TokenStream = Box::pin(futures::stream::iter(items));
-        let events = relay(meta(), tokens, metrics.stream_started(), timeouts(1000), Instant::now())
+        let (_tx, rx) = watch::channel(false);
+        let events = relay(meta(), tokens, metrics.stream_started(), timeouts(1000), Instant::now(), rx)
             .collect()
             .await;
         (events, metrics)
@@ -252,8 +277,9 @@ mod tests {
     async fn a_silent_engine_times_out() {
         let metrics = Metrics::new();
         let tokens: TokenStream = Box::pin(futures::stream::pending());
+        let (_tx, rx) = watch::channel(false);
         let events: Vec<_> =
-            relay(meta(), tokens, metrics.stream_started(), timeouts(50), Instant::now())
+            relay(meta(), tokens, metrics.stream_started(), timeouts(50), Instant::now(), rx)
                 .collect()
                 .await;
         let names: Vec<_> = events.iter().map(ChatEvent::name).collect();
@@ -261,5 +287,23 @@ mod tests {
         assert!(matches!(&events[1], ChatEvent::Error(e) if e.code == "timeout"));
         assert!(matches!(&events[2], ChatEvent::Done(d) if d.finish_reason == FinishReason::Timeout));
         assert_eq!(metrics.finished_total(FinishReason::Timeout), 1);
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_open_answers_with_a_final_event() {
+        let metrics = Metrics::new();
+        let tokens: TokenStream = Box::pin(futures::stream::pending());
+        let (tx, rx) = watch::channel(false);
+        let events = tokio::spawn(
+            relay(meta(), tokens, metrics.stream_started(), timeouts(60_000), Instant::now(), rx)
+                .collect::<Vec<_>>(),
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx.send(true).unwrap();
+        let events = events.await.unwrap();
+        let names: Vec<_> = events.iter().map(ChatEvent::name).collect();
+        assert_eq!(names, ["meta", "error", "done"]);
+        assert!(matches!(&events[1], ChatEvent::Error(e) if e.code == "shutting_down"));
+        assert_eq!(metrics.finished_total(FinishReason::Cancelled), 1);
     }
 }

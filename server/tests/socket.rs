@@ -29,7 +29,7 @@ async fn dropping_the_client_mid_stream_cancels_the_generation() {
     let client = reqwest::Client::new();
     let resp = client
         .post(format!("http://{addr}/api/chat/stream"))
-        .json(&json!({"model": "fake:latest", "messages": [{"role": "user", "content": "go on"}], "options": {"max_tokens": 10000}}))
+        .json(&json!({"model": "fake:latest", "messages": [{"role": "user", "content": "go on"}], "options": {"max_tokens": 3000}}))
         .send()
         .await
         .unwrap();

@@ -113,6 +113,7 @@ fn text_messages(messages: &[ChatMessage]) -> TextMessages {
 fn sampling_params(s: &Sampling) -> SamplingParams {
     let mut params = SamplingParams::deterministic();
     params.max_len = Some(s.max_tokens);
+    params.repetition_penalty = s.repeat_penalty.filter(|p| *p != 1.0);
     if s.temperature > 0.0 {
         params.temperature = Some(s.temperature);
         params.top_k = s.top_k;
@@ -196,6 +197,9 @@ impl ChatEngine for MistralEngine {
         // ends (dropping both) as soon as the consumer is gone.
         tokio::spawn(async move {
             let _model = model;
+            // The engine sends one chunk per token, except for tokens that end
+            // inside a UTF-8 character; the final usage settles the count.
+            let mut counted = 0usize;
             loop {
                 let response = tokio::select! {
                     r = engine_rx.recv() => r,
@@ -214,6 +218,12 @@ impl ChatEngine for MistralEngine {
                 match response {
                     Response::Chunk(chunk) => {
                         metrics.tokens_generated(1);
+                        counted += 1;
+                        if let Some(u) = &chunk.usage {
+                            let missing = u.completion_tokens.saturating_sub(counted);
+                            metrics.tokens_generated(missing as u64);
+                            counted += missing;
+                        }
                         for choice in chunk.choices {
                             if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
                                 out.push(Ok(EngineEvent::Delta(text)));

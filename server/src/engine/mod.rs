@@ -42,6 +42,8 @@ pub struct Sampling {
     pub top_k: Option<usize>,
     /// Hard cap on generated tokens.
     pub max_tokens: usize,
+    /// Penalty on tokens already present (1 or none = off).
+    pub repeat_penalty: Option<f32>,
 }
 
 impl Sampling {
@@ -52,6 +54,7 @@ impl Sampling {
             top_p: None,
             top_k: None,
             max_tokens,
+            repeat_penalty: None,
         }
     }
 }

@@ -48,6 +48,13 @@ pub fn validate_options(
             )));
         }
     }
+    if let Some(r) = options.repeat_penalty {
+        if !(0.5..=2.0).contains(&r) {
+            return Err(ApiError::invalid(format!(
+                "options.repeat_penalty must be between 0.5 and 2, got {r}"
+            )));
+        }
+    }
     let max_tokens = options
         .max_tokens
         .unwrap_or(default_max_tokens.min(max_tokens_cap));
@@ -103,11 +110,13 @@ async fn stream_chat(
             TrimError::Engine(e) => e.into(),
         })?;
 
+    let o = &req.options;
     let sampling = Sampling {
-        temperature: req.options.temperature.unwrap_or(0.0),
-        top_p: req.options.top_p,
-        top_k: req.options.top_k,
+        temperature: o.temperature.unwrap_or(config.default_temperature),
+        top_p: o.top_p.or(Some(config.default_top_p)),
+        top_k: o.top_k.or(Some(config.default_top_k)),
         max_tokens,
+        repeat_penalty: o.repeat_penalty.or(Some(config.default_repeat_penalty)),
     };
     let tokens = state
         .engine
@@ -130,7 +139,7 @@ async fn stream_chat(
         between_tokens: config.token_timeout(),
         answer: config.answer_timeout(),
     };
-    let events = relay(meta, tokens, guard, timeouts, started);
+    let events = relay(meta, tokens, guard, timeouts, started, state.shutdown.clone());
     let mut response = Sse::new(sse_events(events))
         .keep_alive(KeepAlive::new().interval(config.keep_alive()).text("keep-alive"))
         .into_response();

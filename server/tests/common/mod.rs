@@ -21,7 +21,7 @@ pub async fn parse_sse<S, B, E>(body: S) -> Vec<Sse>
 where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
-    E: std::fmt::Display,
+    E: std::fmt::Display + std::fmt::Debug,
 {
     Box::pin(body.eventsource())
         .map(|e| {
