@@ -4,7 +4,7 @@
 mod common;
 
 use app::api::FinishReason;
-use common::fake_state;
+use common::{fake_state, spawn_server};
 use futures::StreamExt;
 use kinko::config::ServeConfig;
 use kinko::engine::fake::FakeConfig;
@@ -20,11 +20,7 @@ async fn dropping_the_client_mid_stream_cancels_the_generation() {
     };
     let config = ServeConfig { max_tokens_cap: 10_000, ..ServeConfig::default() };
     let (state, engine, metrics) = fake_state(fake, config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, kinko::router(state)).await.unwrap();
-    });
+    let addr = spawn_server(state).await;
 
     let client = reqwest::Client::new();
     let resp = client
@@ -71,11 +67,7 @@ async fn keep_alive_comments_flow_while_the_engine_is_silent() {
     };
     let config = ServeConfig { keep_alive_secs: 0.1, ..ServeConfig::default() };
     let (state, _, _) = fake_state(fake, config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, kinko::router(state)).await.unwrap();
-    });
+    let addr = spawn_server(state).await;
     let resp = reqwest::Client::new()
         .post(format!("http://{addr}/api/chat/stream"))
         .json(&json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hi"}], "options": {"max_tokens": 2}}))

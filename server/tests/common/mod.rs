@@ -52,3 +52,13 @@ pub fn fake_state(fake: FakeConfig, config: ServeConfig) -> (AppState, Arc<FakeE
     let state = AppState::new(engine.clone(), "fake", metrics.clone(), config);
     (state, engine, metrics)
 }
+
+/// Serve the full router for `state` on a fresh loopback port.
+pub async fn spawn_server(state: AppState) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, kinko::router(state)).await.unwrap();
+    });
+    addr
+}
