@@ -10,6 +10,7 @@ if (!bin) {
 const siteRoot = process.env.KINKO_SITE_ROOT ?? '../target/site';
 export const REAL_URL = 'http://127.0.0.1:3210';
 export const FAKE_URL = 'http://127.0.0.1:3211';
+export const GUARDED_URL = 'http://127.0.0.1:3212';
 
 export default defineConfig({
   testDir: './tests',
@@ -43,6 +44,13 @@ export default defineConfig({
     {
       command: `${bin} serve --addr 127.0.0.1:3211 --site-root ${siteRoot} --engine fake --fake-token-delay-ms 40 --fake-min-tokens 2000 --max-tokens-cap 4096 --default-max-tokens 2000`,
       url: `${FAKE_URL}/health`,
+      timeout: 60_000,
+      reuseExistingServer: false,
+    },
+    {
+      // An API key and a two-message history window: login and trim note.
+      command: `${bin} serve --addr 127.0.0.1:3212 --site-root ${siteRoot} --engine fake --api-key browser-key-123 --max-history-messages 2`,
+      url: `${GUARDED_URL}/health`,
       timeout: 60_000,
       reuseExistingServer: false,
     },

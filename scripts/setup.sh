@@ -20,12 +20,12 @@ fi
 
 if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
   log "installing cargo-leptos $CARGO_LEPTOS_VERSION (a few minutes, once)"
-  cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked
+  env -u CARGO_TARGET_DIR cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked
 fi
 
 if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
   log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (matches Cargo.lock)"
-  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
+  env -u CARGO_TARGET_DIR cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
 fi
 
 if [ ! -x "$KINKO_ROOT/end2end/node_modules/.bin/wasm-opt" ] || [ ! -d "$KINKO_ROOT/end2end/node_modules/playwright-core" ] \

@@ -348,9 +348,10 @@ fn start_stream(request: ChatRequest, messages: RwSignal<Vec<UiMessage>>, stream
             StreamEvent::Meta(meta) => {
                 if meta.trimmed_messages > 0 {
                     let note = format!(
-                        "{} earlier message{} left out to fit the model's {}-token context.",
+                        "{} earlier message{} left out: the model saw only the latest part of this conversation ({} prompt tokens of its {}-token window).",
                         meta.trimmed_messages,
                         if meta.trimmed_messages == 1 { " was" } else { "s were" },
+                        meta.prompt_tokens,
                         meta.context_window
                     );
                     update_last(&|m| m.notes.push(note.clone()));

@@ -134,3 +134,34 @@ test('Enter while an IME is composing does not send', async ({ page }) => {
   await expect(page.locator('.msg.assistant .bubble')).toContainText('にほんご');
   await page.getByTestId('stop').click();
 });
+
+test('with an API key the browser logs in, and a trimmed history is noted', async ({ page }) => {
+  const GUARDED_URL = 'http://127.0.0.1:3212';
+  await page.goto(GUARDED_URL);
+  await expect(page).toHaveURL(`${GUARDED_URL}/login`);
+  await page.locator('input[name=key]').fill('not the key');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.locator('.login-error')).toContainText('not right');
+  await page.locator('input[name=key]').fill('browser-key-123');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page).toHaveURL(`${GUARDED_URL}/`);
+  await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
+  const cookies = await page.context().cookies();
+  const session = cookies.find((c) => c.name === 'kinko_session');
+  expect(session?.httpOnly).toBe(true);
+  expect(session?.sameSite).toBe('Strict');
+
+  const composer = page.getByTestId('composer');
+  await composer.fill('first question');
+  await composer.press('Enter');
+  await expect(page.locator('.msg.assistant .bubble').nth(0)).toHaveText('Turn 1. You said: first question');
+  await expect(page.getByTestId('send')).toBeVisible();
+  await expect(page.getByTestId('note')).toHaveCount(0);
+  await composer.fill('second question');
+  await composer.press('Enter');
+  // The server keeps only the last two messages: one was left out, and the
+  // answer says so.
+  await expect(page.locator('.msg.assistant .bubble').nth(1)).toHaveText('Turn 1. You said: second question');
+  await expect(page.getByTestId('note')).toHaveText(/1 earlier message was left out/);
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/trimmed.png`, fullPage: true });
+});

@@ -94,6 +94,34 @@ pub struct ServeConfig {
     /// Seconds between SSE keep-alive comments while the engine is silent.
     #[arg(long, env = "KINKO_KEEP_ALIVE", default_value_t = 10.0)]
     pub keep_alive_secs: f64,
+    /// Seconds a write to a client may stay blocked before the connection is
+    /// cut and its generation cancelled (a client that stopped reading).
+    #[arg(long, env = "KINKO_CLIENT_WRITE_TIMEOUT", default_value_t = 30.0)]
+    pub client_write_timeout_secs: f64,
+    /// Generations running at once per model.
+    #[arg(long, env = "KINKO_MAX_CONCURRENT", default_value_t = 4)]
+    pub max_concurrent_per_model: usize,
+    /// Requests that may wait for a free slot per model; past it, 503 at once.
+    #[arg(long, env = "KINKO_MAX_QUEUE", default_value_t = 16)]
+    pub max_queue_per_model: usize,
+    /// API key required from clients (Bearer) and browsers (login page).
+    #[arg(long, env = "KINKO_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// File holding the API key (first line).
+    #[arg(long, env = "KINKO_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Serve a non-loopback address without an API key: anyone who can reach
+    /// this machine can use it.
+    #[arg(long, env = "KINKO_INSECURE_LAN_WITHOUT_API_KEY")]
+    pub insecure_lan_without_api_key: bool,
+    /// Extra origins allowed to call the API from a browser (comma-separated,
+    /// e.g. `http://localhost:5173`); the server's own origin always is.
+    #[arg(long, env = "KINKO_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Extra Host names accepted (comma-separated). A loopback-bound server
+    /// accepts only localhost names and addresses otherwise (DNS rebinding).
+    #[arg(long, env = "KINKO_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Fake engine: milliseconds before each token.
     #[arg(long, env = "KINKO_FAKE_TOKEN_DELAY_MS", default_value_t = 0)]
     pub fake_token_delay_ms: u64,
@@ -103,6 +131,9 @@ pub struct ServeConfig {
     /// Fake engine: fail after this many tokens.
     #[arg(long, env = "KINKO_FAKE_FAIL_AFTER")]
     pub fake_fail_after: Option<usize>,
+    /// Fake engine: the context length its model claims.
+    #[arg(long, env = "KINKO_FAKE_CONTEXT", default_value_t = 4096)]
+    pub fake_context: usize,
 }
 
 fn secs(s: f64) -> Duration {
@@ -126,6 +157,31 @@ impl ServeConfig {
     pub fn keep_alive(&self) -> Duration {
         secs(self.keep_alive_secs)
     }
+    /// How long a blocked write to a client may last.
+    pub fn client_write_timeout(&self) -> Duration {
+        secs(self.client_write_timeout_secs)
+    }
+
+    /// The API key from `--api-key` or `--api-key-file`, if any.
+    pub fn resolve_api_key(&self) -> Result<Option<String>, String> {
+        if let Some(key) = &self.api_key {
+            return check_key(key.trim()).map(Some);
+        }
+        if let Some(path) = &self.api_key_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the API key file {}: {e}", path.display()))?;
+            let key = text.lines().next().unwrap_or("").trim();
+            return check_key(key).map(Some);
+        }
+        Ok(None)
+    }
+}
+
+fn check_key(key: &str) -> Result<String, String> {
+    if key.len() < 8 {
+        return Err("the API key must be at least 8 characters".into());
+    }
+    Ok(key.to_string())
 }
 
 impl Default for ServeConfig {

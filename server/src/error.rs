@@ -40,6 +40,29 @@ pub enum ApiError {
     /// 405: the route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 401: no API key, or a wrong one.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the Host or Origin is not allowed.
+    #[error("{message}")]
+    Forbidden {
+        /// `host_not_allowed` or `origin_not_allowed`.
+        code: &'static str,
+        /// What is wrong and how to allow it.
+        message: String,
+    },
+    /// 503: every generation slot and queue place for the model is taken.
+    #[error("model `{model}` is busy ({running} answering, {waiting} waiting); retry in {retry_after} s")]
+    Busy {
+        /// The model.
+        model: String,
+        /// Generations running.
+        running: usize,
+        /// Requests waiting.
+        waiting: usize,
+        /// Seconds to wait before retrying.
+        retry_after: u64,
+    },
     /// 503: the engine could not load the model or is unavailable.
     #[error("{0}")]
     Unavailable(String),
@@ -66,7 +89,9 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnknownModel(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Busy { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,6 +106,9 @@ impl ApiError {
             ApiError::UnknownModel(_) => "unknown_model",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden { code, .. } => code,
+            ApiError::Busy { .. } => "busy",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Engine(_) => "engine_error",
         }
@@ -117,15 +145,22 @@ impl From<JsonRejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        let retry_after = match &self {
+            ApiError::Busy { retry_after, .. } => Some(*retry_after),
+            ApiError::Unavailable(_) => Some(5),
+            _ => None,
+        };
+        if matches!(self, ApiError::Busy { .. }) {
+            tracing::warn!(error = %self, "refused: busy");
+        } else if status.is_server_error() {
             tracing::error!(code = self.code(), error = %self, "request failed");
         }
         let mut response =
             (status, Json(ErrorBody::new(self.code(), self.to_string()))).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -5,19 +5,25 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod history;
+pub mod limits;
 pub mod metrics;
 pub mod models;
+pub mod net;
 pub mod routes;
+pub mod security;
 pub mod sse;
 
 use crate::config::ServeConfig;
 use crate::engine::ChatEngine;
 use crate::error::ApiError;
+use crate::limits::Admission;
 use crate::metrics::Metrics;
+use crate::security::Security;
 use app::{shell, App};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::Uri;
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use leptos::config::LeptosOptions;
@@ -38,6 +44,10 @@ pub struct AppState {
     pub engine_name: &'static str,
     /// Where the UI bundle lives and how it is named.
     pub leptos_options: LeptosOptions,
+    /// Generation slots and queues per model.
+    pub admission: Arc<Admission>,
+    /// Host, Origin and API key checks.
+    pub security: Arc<Security>,
     /// Turns true when the server begins shutting down.
     #[from_ref(skip)]
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -46,7 +56,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for `engine` with `config`; the UI bundle is looked up under
+    /// State for `engine` with `config` (its `api_key`, if any, is the key
+    /// clients must present); the UI bundle is looked up under
     /// `config.site_root`.
     pub fn new(
         engine: Arc<dyn ChatEngine>,
@@ -60,6 +71,13 @@ impl AppState {
             .site_pkg_dir("pkg")
             .site_addr(config.addr)
             .build();
+        let security = Security::new(
+            config.addr,
+            config.api_key.as_deref(),
+            &config.allowed_origins,
+            &config.allowed_hosts,
+        );
+        let admission = Admission::new(config.max_concurrent_per_model, config.max_queue_per_model);
         let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
         Self {
             engine,
@@ -67,6 +85,8 @@ impl AppState {
             config: Arc::new(config),
             engine_name,
             leptos_options,
+            admission: Arc::new(admission),
+            security: Arc::new(security),
             shutdown,
             shutdown_tx: Arc::new(shutdown_tx),
         }
@@ -78,35 +98,47 @@ impl AppState {
     }
 }
 
-/// The HTTP API alone (no UI): chat stream, models, health, metrics.
-pub fn api_router(state: AppState) -> Router {
-    let body_limit = state.config.body_limit;
+fn api_routes() -> Router<AppState> {
     Router::new()
         .merge(routes::chat::router())
         .merge(routes::models::router())
         .merge(routes::health::router())
+}
+
+/// The layers every request passes: Host and Origin checks (outermost), CORS
+/// for allowed origins, the API key, and the body limit.
+fn secured(router: Router, state: &AppState) -> Router {
+    let sec = state.security.clone();
+    router
+        .layer(from_fn_with_state(sec.clone(), security::require_key))
+        .layer(sec.cors_layer())
+        .layer(from_fn_with_state(sec, security::check_host_and_origin))
+        .layer(DefaultBodyLimit::max(state.config.body_limit))
+}
+
+/// The HTTP API alone (no UI pages): chat stream, models, health, metrics,
+/// login, with every guard.
+pub fn api_router(state: AppState) -> Router {
+    let router = api_routes()
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_string()) })
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(security::login_router(state.security.clone()));
+    secured(router, &state)
 }
 
 /// The whole application: the API plus the server-rendered, hydrated UI and
 /// its static files.
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.config.body_limit;
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
-    Router::new()
-        .merge(routes::chat::router())
-        .merge(routes::models::router())
-        .merge(routes::health::router())
+    let router = api_routes()
         .leptos_routes(&state, routes, move || shell(options.clone()))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(fallback)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(security::login_router(state.security.clone()));
+    secured(router, &state).layer(TraceLayer::new_for_http())
 }
 
 /// API paths get a JSON 404; everything else is a static file or the UI's

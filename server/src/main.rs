@@ -9,6 +9,7 @@ use kinko::engine::mistral::MistralEngine;
 use kinko::engine::ChatEngine;
 use kinko::metrics::Metrics;
 use kinko::models::{ImportOutcome, ModelStore};
+use kinko::net::GuardedListener;
 use kinko::AppState;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +61,24 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: ServeConfig, store: ModelStore) -> anyhow::Result<()> {
+async fn serve(mut config: ServeConfig, store: ModelStore) -> anyhow::Result<()> {
+    // Secure by default: a non-loopback address needs an API key.
+    config.api_key = config.resolve_api_key().map_err(anyhow::Error::msg)?;
+    config.api_key_file = None;
+    if !config.addr.ip().is_loopback() && config.api_key.is_none() {
+        if !config.insecure_lan_without_api_key {
+            anyhow::bail!(
+                "refusing to serve {} without an API key: anyone on the network could use it.\n\
+                 Set one with --api-key, KINKO_API_KEY or --api-key-file, or bind 127.0.0.1.\n\
+                 (To run open anyway, pass --insecure-lan-without-api-key.)",
+                config.addr
+            );
+        }
+        tracing::warn!(
+            "SERVING {} WITHOUT AN API KEY: anyone who can reach this machine can use kinko",
+            config.addr
+        );
+    }
     let metrics = Metrics::new();
     let (engine, name): (Arc<dyn ChatEngine>, &'static str) = match config.engine {
         EngineKind::Mistral => (Arc::new(MistralEngine::new(store, metrics.clone())), "mistral"),
@@ -70,6 +88,7 @@ async fn serve(config: ServeConfig, store: ModelStore) -> anyhow::Result<()> {
                     token_delay: Duration::from_millis(config.fake_token_delay_ms),
                     min_tokens: config.fake_min_tokens,
                     fail_after: config.fake_fail_after,
+                    context_length: config.fake_context,
                 },
                 metrics.clone(),
             )),
@@ -85,12 +104,22 @@ async fn serve(config: ServeConfig, store: ModelStore) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!("kinko listening on http://{}", listener.local_addr()?);
+    tracing::info!(
+        api_key = state.security.requires_key(),
+        "kinko listening on http://{}",
+        listener.local_addr()?
+    );
+    let listener = GuardedListener::new(listener, state.config.client_write_timeout());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             // Open answers get a final event and end; then the server exits.
             state.begin_shutdown();
+            tokio::spawn(async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                tracing::warn!("connections still open 5 s after the shutdown signal; exiting");
+                std::process::exit(0);
+            });
         })
         .await
         .context("server error")

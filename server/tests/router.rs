@@ -74,13 +74,42 @@ async fn bad_input_gets_a_status_and_a_json_error() {
         ("body over the limit", post_json(too_big), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         ("wrong method", Request::get("/api/chat/stream").body(Body::empty()).unwrap(), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         ("unknown route", Request::get("/api/nothing-here").body(Body::empty()).unwrap(), StatusCode::NOT_FOUND, "not_found"),
+        ("empty body", post_json(""), StatusCode::BAD_REQUEST, "malformed_json"),
+        ("json but not an object", post_json("[1, 2, 3]"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        (
+            "no content type",
+            Request::post("/api/chat/stream").body(Body::from(hello().to_string())).unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        ("messages not a list", post_json(json!({"model": "fake:latest", "messages": "hi"}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("missing model", post_json(json!({"messages": [{"role": "user", "content": "hi"}]}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("role missing", post_json(json!({"model": "fake:latest", "messages": [{"content": "hi"}]}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("content null", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": null}]}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("negative temperature", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hi"}], "options": {"temperature": -0.5}}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("top_p zero", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hi"}], "options": {"top_p": 0}}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("top_p above one", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hi"}], "options": {"top_p": 1.5}}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("top_k zero", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hi"}], "options": {"top_k": 0}}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("top_k negative", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hi"}], "options": {"top_k": -3}}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("max_tokens zero", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hi"}], "options": {"max_tokens": 0}}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("repeat_penalty out of range", post_json(json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hi"}], "options": {"repeat_penalty": 7}}).to_string()), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("empty model name", post_json(json!({"model": "", "messages": [{"role": "user", "content": "hi"}]}).to_string()), StatusCode::NOT_FOUND, "unknown_model"),
+        ("wrong method on models", Request::post("/api/models").body(Body::empty()).unwrap(), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        ("delete on the stream", Request::delete("/api/chat/stream").body(Body::empty()).unwrap(), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
     ];
+    assert!(cases.len() >= 25, "the table covers at least 25 cases");
+    let mut table = Vec::new();
     for (name, req, status, code) in cases {
-        let resp = app().oneshot(req).await.unwrap();
+        let (state, engine, _) = fake_state(FakeConfig::default(), ServeConfig::default());
+        let resp = kinko::api_router(state).oneshot(req).await.unwrap();
         let (got, body) = json_error(resp).await;
         assert_eq!(got, status, "{name}: {body}");
         assert_eq!(body["error"]["code"], code, "{name}: {body}");
+        assert_eq!(engine.log().started(), 0, "{name}: nothing is generated");
+        table.push(format!("| {name} | {} | {code} |", got.as_u16()));
     }
+    // The table for the issue note: `cargo test -- --nocapture bad_input`.
+    println!("| case | status | code |\n|---|---|---|\n{}", table.join("\n"));
 }
 
 #[tokio::test]

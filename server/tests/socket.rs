@@ -16,7 +16,7 @@ async fn dropping_the_client_mid_stream_cancels_the_generation() {
     let fake = FakeConfig {
         token_delay: Duration::from_millis(20),
         min_tokens: 10_000,
-        fail_after: None,
+        ..FakeConfig::default()
     };
     let config = ServeConfig { max_tokens_cap: 10_000, ..ServeConfig::default() };
     let (state, engine, metrics) = fake_state(fake, config);
@@ -62,8 +62,7 @@ async fn dropping_the_client_mid_stream_cancels_the_generation() {
 async fn keep_alive_comments_flow_while_the_engine_is_silent() {
     let fake = FakeConfig {
         token_delay: Duration::from_millis(400),
-        min_tokens: 0,
-        fail_after: None,
+        ..FakeConfig::default()
     };
     let config = ServeConfig { keep_alive_secs: 0.1, ..ServeConfig::default() };
     let (state, _, _) = fake_state(fake, config);
@@ -77,4 +76,71 @@ async fn keep_alive_comments_flow_while_the_engine_is_silent() {
     let text = resp.text().await.unwrap();
     assert!(text.contains(": keep-alive\n"), "{text}");
     assert!(text.contains("event: done"), "{text}");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_its_generation_cancelled() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = FakeConfig {
+        min_tokens: 3_000_000,
+        context_length: 10_000_000,
+        ..FakeConfig::default()
+    };
+    let config = ServeConfig {
+        max_tokens_cap: 5_000_000,
+        client_write_timeout_secs: 0.5,
+        ..ServeConfig::default()
+    };
+    let (state, engine, metrics) = fake_state(fake, config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listener = kinko::net::GuardedListener::new(listener, state.config.client_write_timeout());
+    tokio::spawn(async move {
+        axum::serve(listener, kinko::router(state)).await.unwrap();
+    });
+
+    // A client with a tiny receive buffer that reads a little, then stops.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let body = json!({"model": "fake:latest", "messages": [{"role": "user", "content": "flood"}], "options": {"max_tokens": 3_000_000}}).to_string();
+    let request = format!(
+        "POST /api/chat/stream HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let stopped_reading = std::time::Instant::now();
+
+    let log = engine.log();
+    while log.cancelled() == 0 {
+        assert!(stopped_reading.elapsed() < Duration::from_secs(20), "the stalled client still holds the engine");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = stopped_reading.elapsed();
+    println!("stalled client cut off {} ms after it stopped reading (bound 500 ms)", took.as_millis());
+    assert_eq!(log.completed(), 0);
+    assert!(log.tokens() < 3_000_000, "the generation did not run to its end");
+    for _ in 0..100 {
+        if metrics.active_streams() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metrics.active_streams(), 0);
+    // The connection was reset: reading on ends (after what was already buffered).
+    let mut total = 0usize;
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the server closed the connection (drained {total} bytes)");
 }

@@ -19,7 +19,7 @@ pub const FAKE_MODEL: &str = "fake:latest";
 pub const FAKE_CONTEXT: usize = 4096;
 
 /// How the fake engine behaves.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FakeConfig {
     /// Pause before each token.
     pub token_delay: Duration,
@@ -27,6 +27,19 @@ pub struct FakeConfig {
     pub min_tokens: usize,
     /// Fail with an engine error after this many tokens.
     pub fail_after: Option<usize>,
+    /// The context length the fake model claims.
+    pub context_length: usize,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        Self {
+            token_delay: Duration::ZERO,
+            min_tokens: 0,
+            fail_after: None,
+            context_length: FAKE_CONTEXT,
+        }
+    }
 }
 
 /// What the fake engine saw, for assertions.
@@ -114,7 +127,7 @@ impl ChatEngine for FakeEngine {
             name: FAKE_MODEL.into(),
             size: 0,
             quantization: "none".into(),
-            context_length: FAKE_CONTEXT,
+            context_length: self.config.context_length,
             architecture: "fake".into(),
         }]
     }
@@ -257,7 +270,7 @@ mod tests {
         let config = FakeConfig {
             token_delay: Duration::from_millis(5),
             min_tokens: 1000,
-            fail_after: None,
+            ..FakeConfig::default()
         };
         let engine = FakeEngine::new(config, Metrics::new());
         let log = engine.log();

@@ -22,10 +22,10 @@ use mistralrs::{
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex, OnceCell};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
-/// How many tokens may wait between the engine and the HTTP relay.
-const RELAY_BUFFER: usize = 64;
+/// How many responses may wait between the engine and our forwarder.
+const ENGINE_BUFFER: usize = 64;
 
 /// The mistral.rs engine over the model store.
 pub struct MistralEngine {
@@ -164,7 +164,7 @@ impl ChatEngine for MistralEngine {
     async fn stream(&self, req: EngineRequest) -> Result<TokenStream, EngineError> {
         let model = self.model(&req.model).await?;
         let mut messages = text_messages(&req.messages);
-        let (engine_tx, mut engine_rx) = mpsc::channel::<Response>(RELAY_BUFFER);
+        let (engine_tx, mut engine_rx) = mpsc::channel::<Response>(ENGINE_BUFFER);
         let request = Request::Normal(Box::new(NormalRequest {
             messages: messages.take_messages(),
             sampling_params: sampling_params(&req.sampling),
@@ -191,7 +191,11 @@ impl ChatEngine for MistralEngine {
             .await
             .map_err(|e| EngineError::Generation(e.to_string()))?;
 
-        let (tx, rx) = mpsc::channel(RELAY_BUFFER);
+        // Unbounded towards the client: the engine thread must never wait on
+        // a slow reader (it would stall every other answer). A reader that
+        // stops altogether is cut off by the socket's write timeout, and at
+        // most `max_tokens` items can pile up meanwhile.
+        let (tx, rx) = mpsc::unbounded_channel();
         let metrics = self.metrics.clone();
         // The forwarder owns the model handle and the engine's receiver; it
         // ends (dropping both) as soon as the consumer is gone.
@@ -206,11 +210,9 @@ impl ChatEngine for MistralEngine {
                     _ = tx.closed() => return,
                 };
                 let Some(response) = response else {
-                    let _ = tx
-                        .send(Err(EngineError::Generation(
-                            "the engine ended the stream without finishing".into(),
-                        )))
-                        .await;
+                    let _ = tx.send(Err(EngineError::Generation(
+                        "the engine ended the stream without finishing".into(),
+                    )));
                     return;
                 };
                 let mut out = Vec::with_capacity(2);
@@ -272,7 +274,7 @@ impl ChatEngine for MistralEngine {
                     }
                 }
                 for item in out {
-                    if tx.send(item).await.is_err() {
+                    if tx.send(item).is_err() {
                         return;
                     }
                 }
@@ -281,6 +283,6 @@ impl ChatEngine for MistralEngine {
                 }
             }
         });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
     }
 }

@@ -14,6 +14,7 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use futures::StreamExt;
 use tokio::time::Instant;
 
 /// The chat stream route.
@@ -111,6 +112,17 @@ async fn stream_chat(
         })?;
 
     let o = &req.options;
+    // A generation slot for this model, or 503 at once when the queue is full.
+    let slot = state
+        .admission
+        .admit(&name)
+        .await
+        .map_err(|busy| ApiError::Busy {
+            model: name.clone(),
+            running: busy.running,
+            waiting: busy.waiting,
+            retry_after: 2,
+        })?;
     let sampling = Sampling {
         temperature: o.temperature.unwrap_or(config.default_temperature),
         top_p: o.top_p.or(Some(config.default_top_p)),
@@ -139,7 +151,12 @@ async fn stream_chat(
         between_tokens: config.token_timeout(),
         answer: config.answer_timeout(),
     };
-    let events = relay(meta, tokens, guard, timeouts, started, state.shutdown.clone());
+    let events = relay(meta, tokens, guard, timeouts, started, state.shutdown.clone())
+        // The slot is held until the answer ends or the client goes away.
+        .map(move |event| {
+            let _held = &slot;
+            event
+        });
     let mut response = Sse::new(sse_events(events))
         .keep_alive(KeepAlive::new().interval(config.keep_alive()).text("keep-alive"))
         .into_response();
