@@ -3,7 +3,7 @@
 # the wasm32 target, cargo-leptos, wasm-bindgen-cli (matching Cargo.lock),
 # npm packages (wasm-opt, Playwright), then builds the release binary and the
 # UI bundle, and installs the default model. With --browser it also installs
-# Debian's Chromium for the browser tests.
+# Debian's Chromium, curl and iproute2 for the tests.
 source "$(dirname "$0")/env.sh"
 want_browser=0
 for arg in "$@"; do
@@ -34,11 +34,20 @@ if [ ! -x "$KINKO_ROOT/end2end/node_modules/.bin/wasm-opt" ] || [ ! -d "$KINKO_R
   (cd "$KINKO_ROOT/end2end" && npm ci --no-audit --no-fund)
 fi
 
-if [ "$want_browser" = 1 ] && [ ! -x /usr/bin/chromium ]; then
-  log "installing Debian's chromium for the browser tests"
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+if [ "$want_browser" = 1 ]; then
+  # The test tools from Debian: the browser, a Japanese font for it, and
+  # curl and iproute2 for the LAN test (a network namespace).
+  missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ -d /usr/share/fonts/opentype/ipafont-gothic ] || missing+=(fonts-ipafont-gothic)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v ip >/dev/null || missing+=(iproute2)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing from Debian: ${missing[*]}"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
 fi
 
 log "building kinko and its UI (release)"

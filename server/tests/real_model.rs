@@ -161,3 +161,46 @@ async fn dropping_the_client_stops_the_engine() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn disconnect_to_engine_stop_time_over_20_drops() {
+    let _turn = lock().await;
+    let s = server();
+    let _ = chat(json!([{"role": "user", "content": "Hi"}]), 4).await;
+    let mut stops = Vec::new();
+    let mut late_tokens = Vec::new();
+    for i in 0..20 {
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/api/chat/stream", s.addr))
+            .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": format!("Tell me a long story number {i} about mountains.")}], "options": {"temperature": 0, "max_tokens": 500}}))
+            .send()
+            .await
+            .unwrap();
+        let mut body = resp.bytes_stream();
+        let mut seen = String::new();
+        while seen.matches("event: delta").count() < 3 {
+            seen.push_str(&String::from_utf8_lossy(&body.next().await.expect("stream ended early").unwrap()));
+        }
+        let at_drop = s.metrics.tokens_total();
+        drop(body);
+        let dropped = Instant::now();
+        // The server has stopped the engine when it dropped the answer's
+        // stream (active streams back to 0): the engine's receiver is gone
+        // and the sequence is cancelled at its next token.
+        while s.metrics.active_streams() != 0 {
+            assert!(dropped.elapsed() < Duration::from_secs(10), "the stream stayed active");
+            tokio::task::yield_now().await;
+        }
+        stops.push(dropped.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        late_tokens.push(s.metrics.tokens_total() - at_drop);
+    }
+    stops.sort_by(f64::total_cmp);
+    let median = (stops[9] + stops[10]) / 2.0;
+    println!(
+        "disconnect to engine stop over 20 drops: median {median:.2} ms, min {:.2} ms, max {:.2} ms; tokens counted after the drop: {late_tokens:?}",
+        stops[0], stops[19]
+    );
+    assert!(median < 500.0, "median {median} ms");
+    assert!(late_tokens.iter().all(|&n| n <= 2), "{late_tokens:?}");
+}
