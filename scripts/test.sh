@@ -18,6 +18,14 @@ logs="$(mktemp -d)"
 log "tiers 1-4: unit, router, real-socket and real-model tests (cargo test --release)"
 (cd "$KINKO_ROOT" && cargo test --release -p kinko -p app 2>&1) | tee "$logs/cargo.log"
 
+log "API clients: the official ollama and openai Python packages against the real binary"
+venv="$KINKO_CACHE/venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import ollama, openai' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "ollama==0.6.3" "openai==3.52.0"
+fi
+(cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" "$venv/bin/python" -m unittest -v test_clients 2>&1) | tee "$logs/clients.log"
+
 log "tier 5: browser tests (Playwright, /usr/bin/chromium, the real binary)"
 (cd "$KINKO_ROOT/end2end" && KINKO_BIN="$KINKO_BIN" KINKO_SITE_ROOT="$KINKO_ROOT/target/site" \
   npx playwright test 2>&1) | tee "$logs/e2e.log"
@@ -25,7 +33,9 @@ log "tier 5: browser tests (Playwright, /usr/bin/chromium, the real binary)"
 passed=0; failed=0
 while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
   sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$logs/cargo.log")
+clients_ran="$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} .*/\1/p' "$logs/clients.log" | tail -1)"
+passed=$((passed + ${clients_ran:-0}))
 e2e_passed="$(sed -n 's/^ *\([0-9]*\) passed.*/\1/p' "$logs/e2e.log" | tail -1)"
 e2e_failed="$(sed -n 's/^ *\([0-9]*\) failed.*/\1/p' "$logs/e2e.log" | tail -1)"
-log "cargo tests: $passed passed, $failed failed; browser tests: ${e2e_passed:-0} passed, ${e2e_failed:-0} failed"
+log "cargo and client tests: $passed passed, $failed failed; browser tests: ${e2e_passed:-0} passed, ${e2e_failed:-0} failed"
 echo "$((passed + ${e2e_passed:-0})) passed, $((failed + ${e2e_failed:-0})) failed"

@@ -29,6 +29,9 @@ pub enum Command {
         name: String,
         /// The GGUF file.
         path: PathBuf,
+        /// Requantize while importing: `q8_0` or `q4_0`.
+        #[arg(long)]
+        quantize: Option<String>,
     },
     /// List installed models.
     List,

@@ -18,6 +18,7 @@ use crate::engine::ChatEngine;
 use crate::error::ApiError;
 use crate::limits::Admission;
 use crate::metrics::Metrics;
+use crate::models::ModelStore;
 use crate::security::Security;
 use app::{shell, App};
 use axum::body::Body;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// Host, Origin and API key checks.
     pub security: Arc<Security>,
+    /// The model store, when the engine serves one (not the fake engine).
+    pub store: Option<ModelStore>,
     /// Turns true when the server begins shutting down.
     #[from_ref(skip)]
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -87,9 +90,16 @@ impl AppState {
             leptos_options,
             admission: Arc::new(admission),
             security: Arc::new(security),
+            store: None,
             shutdown,
             shutdown_tx: Arc::new(shutdown_tx),
         }
+    }
+
+    /// The same state, with the model store the engine serves from.
+    pub fn with_store(mut self, store: ModelStore) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Begin shutting down: open answers end with a final event.
@@ -103,6 +113,8 @@ fn api_routes() -> Router<AppState> {
         .merge(routes::chat::router())
         .merge(routes::models::router())
         .merge(routes::health::router())
+        .merge(routes::ollama::router())
+        .merge(routes::openai::router())
 }
 
 /// The layers every request passes: Host and Origin checks (outermost), CORS

@@ -8,6 +8,7 @@ use kinko::engine::fake::{FakeConfig, FakeEngine};
 use kinko::engine::mistral::MistralEngine;
 use kinko::engine::ChatEngine;
 use kinko::metrics::Metrics;
+use kinko::models::quantize::Target;
 use kinko::models::{ImportOutcome, ModelStore};
 use kinko::net::GuardedListener;
 use kinko::AppState;
@@ -30,10 +31,21 @@ async fn main() -> anyhow::Result<()> {
     let store = ModelStore::new(&home);
     match cli.command {
         Command::Serve(config) => serve(config, store).await,
-        Command::Import { name, path } => {
-            let outcome = tokio::task::spawn_blocking(move || store.import(&name, &path))
-                .await
-                .context("import task")??;
+        Command::Import {
+            name,
+            path,
+            quantize,
+        } => {
+            let target = match quantize.as_deref() {
+                None => None,
+                Some(q) => Some(Target::parse(q).with_context(|| {
+                    format!("--quantize must be q8_0 or q4_0, not `{q}`")
+                })?),
+            };
+            let outcome =
+                tokio::task::spawn_blocking(move || store.import_as(&name, &path, target))
+                    .await
+                    .context("import task")??;
             match outcome {
                 ImportOutcome::Imported(m) => println!(
                     "imported {} ({}, {}, {} bytes, context {})",
@@ -80,6 +92,7 @@ async fn serve(mut config: ServeConfig, store: ModelStore) -> anyhow::Result<()>
         );
     }
     let metrics = Metrics::new();
+    let served_store = (config.engine == EngineKind::Mistral).then(|| store.clone());
     let (engine, name): (Arc<dyn ChatEngine>, &'static str) = match config.engine {
         EngineKind::Mistral => (Arc::new(MistralEngine::new(store, metrics.clone())), "mistral"),
         EngineKind::Fake => (
@@ -99,7 +112,10 @@ async fn serve(mut config: ServeConfig, store: ModelStore) -> anyhow::Result<()>
     if !config.site_root.join("pkg").is_dir() {
         tracing::warn!(site_root = %config.site_root.display(), "no UI bundle found (build it with `cargo leptos build --release`); the API still works");
     }
-    let state = AppState::new(engine, name, metrics, config);
+    let mut state = AppState::new(engine, name, metrics, config);
+    if let Some(store) = served_store {
+        state = state.with_store(store);
+    }
     let app = kinko::router(state.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await

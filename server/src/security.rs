@@ -10,6 +10,7 @@
 //!   SameSite=Strict session cookie. Keys are compared in constant time.
 
 use crate::error::ApiError;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -270,9 +271,22 @@ struct LoginForm {
     key: String,
 }
 
-async fn login(State(sec): State<Arc<Security>>, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(sec): State<Arc<Security>>,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
     let Some(key) = &sec.api_key_digest else {
         return Redirect::to("/").into_response();
+    };
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => {
+            return ApiError::invalid(format!(
+                "send the key as a form field `key`: {}",
+                rejection.body_text()
+            ))
+            .into_response()
+        }
     };
     if !same_secret(form.key.trim(), key) {
         // Slow down guessing.

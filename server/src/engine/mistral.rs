@@ -132,6 +132,42 @@ fn finish_reason(engine_reason: &str) -> FinishReason {
 
 #[async_trait]
 impl ChatEngine for MistralEngine {
+    async fn ensure_loaded(&self, model: &str) -> Result<std::time::Duration, EngineError> {
+        let installed = self.installed(model)?;
+        let already = {
+            let loaded = self.loaded.lock().await;
+            loaded
+                .get(&installed.manifest.name)
+                .is_some_and(|cell| cell.initialized())
+        };
+        if already {
+            return Ok(std::time::Duration::ZERO);
+        }
+        let started = std::time::Instant::now();
+        self.model(model).await?;
+        Ok(started.elapsed())
+    }
+
+    async fn loaded_models(&self) -> Vec<super::LoadedModel> {
+        let loaded = self.loaded.lock().await;
+        let mut names: Vec<super::LoadedModel> = loaded
+            .iter()
+            .filter(|(_, cell)| cell.initialized())
+            .map(|(name, _)| super::LoadedModel {
+                name: name.clone(),
+                expires_at: None,
+            })
+            .collect();
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        names
+    }
+
+    async fn unload(&self, model: &str) {
+        if let Ok(name) = crate::models::normalize_name(model) {
+            self.loaded.lock().await.remove(&name);
+        }
+    }
+
     async fn list_models(&self) -> Vec<ModelInfo> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.list())

@@ -90,9 +90,32 @@ pub enum EngineEvent {
 /// A generation in progress; drop it to cancel.
 pub type TokenStream = BoxStream<'static, Result<EngineEvent, EngineError>>;
 
+/// A model held in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedModel {
+    /// `name:tag`.
+    pub name: String,
+    /// When it will be unloaded, if ever.
+    pub expires_at: Option<std::time::SystemTime>,
+}
+
 /// An inference engine.
 #[async_trait]
 pub trait ChatEngine: Send + Sync + 'static {
+    /// Load `model` if it is not loaded yet; returns the time spent loading
+    /// (zero when it was already loaded).
+    async fn ensure_loaded(&self, model: &str) -> Result<std::time::Duration, EngineError> {
+        let _ = model;
+        Ok(std::time::Duration::ZERO)
+    }
+    /// The models held in memory now.
+    async fn loaded_models(&self) -> Vec<LoadedModel> {
+        Vec::new()
+    }
+    /// Free `model`'s memory (answers still running keep their handle).
+    async fn unload(&self, model: &str) {
+        let _ = model;
+    }
     /// The models this engine can serve, sorted by name.
     async fn list_models(&self) -> Vec<ModelInfo>;
     /// Tokens the prompt takes with the model's chat template applied.

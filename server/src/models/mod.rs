@@ -5,6 +5,8 @@
 //! import never leaves a half model listed.
 
 pub mod gguf;
+pub mod modelfile;
+pub mod quantize;
 
 use app::api::ModelSummary;
 use serde::{Deserialize, Serialize};
@@ -59,6 +61,9 @@ pub struct Manifest {
     pub digest: String,
     /// File size in bytes.
     pub size: u64,
+    /// Digest of the file it was imported from, when kinko converted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
     /// Model family from the GGUF metadata, e.g. `llama`.
     pub architecture: String,
     /// The weight format of most parameters, e.g. `Q4_1`.
@@ -204,11 +209,27 @@ impl ModelStore {
     /// `spawn_blocking` in async code. Importing the same file under the same
     /// name again does nothing.
     pub fn import(&self, name: &str, source: &Path) -> Result<ImportOutcome, StoreError> {
+        self.import_as(name, source, None)
+    }
+
+    /// Like [`ModelStore::import`], requantizing to `quantize` on the way in
+    /// (when given).
+    pub fn import_as(
+        &self,
+        name: &str,
+        source: &Path,
+        quantize: Option<quantize::Target>,
+    ) -> Result<ImportOutcome, StoreError> {
         let name = normalize_name(name)?;
-        let info = gguf::inspect(source)?;
+        let source_info = gguf::inspect(source)?;
         let source_digest = sha256_file(source)?;
         if let Some(existing) = self.get(&name) {
-            if existing.manifest.digest == source_digest && existing.gguf_path().is_file() {
+            let m = &existing.manifest;
+            let same_source = match quantize {
+                None => m.digest == source_digest && m.source_digest.is_none(),
+                Some(_) => m.source_digest.as_deref() == Some(source_digest.as_str()),
+            };
+            if same_source && existing.gguf_path().is_file() {
                 return Ok(ImportOutcome::AlreadyInstalled(existing.manifest));
             }
         }
@@ -222,18 +243,31 @@ impl ModelStore {
         fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
         let result = (|| {
             let target = tmp.join(MODEL_FILE);
-            let (size, digest) = copy_hashing(source, &target)?;
-            if digest != source_digest {
-                return Err(StoreError::Io {
-                    context: format!("copy {}", source.display()),
-                    source: std::io::Error::other("the file changed while it was copied"),
-                });
-            }
+            let (size, digest, info, converted_from) = match quantize {
+                None => {
+                    let (size, digest) = copy_hashing(source, &target)?;
+                    if digest != source_digest {
+                        return Err(StoreError::Io {
+                            context: format!("copy {}", source.display()),
+                            source: std::io::Error::other("the file changed while it was copied"),
+                        });
+                    }
+                    (size, digest, source_info, None)
+                }
+                Some(q) => {
+                    quantize::requantize(source, &target, q)?;
+                    let size = fs::metadata(&target).map_err(io("stat the converted model"))?.len();
+                    let digest = sha256_file(&target)?;
+                    let info = gguf::inspect(&target)?;
+                    (size, digest, info, Some(source_digest.clone()))
+                }
+            };
             let manifest = Manifest {
                 name: name.clone(),
                 file: MODEL_FILE.into(),
                 digest,
                 size,
+                source_digest: converted_from,
                 architecture: info.architecture,
                 quantization: info.quantization,
                 parameter_count: info.parameter_count,
@@ -261,6 +295,60 @@ impl ModelStore {
             let _ = fs::remove_dir_all(&tmp);
         }
         result.map(ImportOutcome::Imported)
+    }
+}
+
+impl ModelStore {
+    /// Remove the model called `name`; `false` if there is none. The
+    /// directory is renamed away first, so the model leaves the list at once.
+    pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
+        let Some(model) = self.get(name) else {
+            return Ok(false);
+        };
+        let trash = self.root.join(format!(
+            ".deleting-{}-{}",
+            model.manifest.name.replace(':', "-"),
+            std::process::id()
+        ));
+        fs::rename(&model.dir, &trash).map_err(io(format!("remove {}", model.dir.display())))?;
+        fs::remove_dir_all(&trash).map_err(io(format!("remove {}", trash.display())))?;
+        Ok(true)
+    }
+
+    /// Copy the model `source` to the name `destination` (replacing one of
+    /// that name); `false` if `source` is not installed. The weights are
+    /// hard-linked where the filesystem allows.
+    pub fn copy(&self, source: &str, destination: &str) -> Result<bool, StoreError> {
+        let Some(model) = self.get(source) else {
+            return Ok(false);
+        };
+        let dest = normalize_name(destination)?;
+        let tmp = self.root.join(format!(".copy-{}-{}", dest.replace(':', "-"), std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
+        let result = (|| {
+            let file = tmp.join(&model.manifest.file);
+            if fs::hard_link(model.gguf_path(), &file).is_err() {
+                fs::copy(model.gguf_path(), &file).map_err(io("copy the model file"))?;
+            }
+            let mut manifest = model.manifest.clone();
+            manifest.name = dest.clone();
+            write_json_atomic(&tmp.join(MANIFEST_FILE), &manifest)?;
+            let final_dir = self.dir_for(&dest);
+            if final_dir.exists() {
+                let old = self.root.join(format!(".old-{}", std::process::id()));
+                fs::rename(&final_dir, &old).map_err(io("move the old model aside"))?;
+                fs::rename(&tmp, &final_dir).map_err(io("install the copy"))?;
+                let _ = fs::remove_dir_all(&old);
+            } else {
+                fs::rename(&tmp, &final_dir).map_err(io("install the copy"))?;
+            }
+            Ok(true)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result
     }
 }
 
@@ -362,6 +450,16 @@ mod tests {
             Err(StoreError::NotGguf { .. })
         ));
         assert_eq!(store.list().len(), 1);
+        // Copy and remove.
+        assert!(store.copy("tiny:1", "tiny-copy").unwrap());
+        assert!(!store.copy("nope", "x").unwrap());
+        let copy = store.get("tiny-copy:latest").unwrap();
+        assert_eq!(copy.manifest.digest, store.get("tiny:1").unwrap().manifest.digest);
+        assert!(copy.gguf_path().is_file());
+        assert!(store.remove("tiny:1").unwrap());
+        assert!(!store.remove("tiny:1").unwrap());
+        let names: Vec<_> = store.list().into_iter().map(|m| m.manifest.name).collect();
+        assert_eq!(names, vec!["tiny-copy:latest".to_string()]);
         let _ = fs::remove_dir_all(&home);
     }
 

@@ -5,7 +5,7 @@ use crate::engine::{EngineRequest, Sampling};
 use crate::error::{ApiError, ApiJson};
 use crate::history::{HistoryWindow, TrimError};
 use crate::models::normalize_name;
-use crate::sse::{relay, sse_events, Timeouts};
+use crate::sse::{relay, sse_events, ChatEvent, Timeouts};
 use crate::AppState;
 use app::api::{ChatOptions, ChatRequest, MetaEvent, Role};
 use axum::extract::State;
@@ -14,6 +14,7 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::time::Instant;
 
@@ -67,11 +68,25 @@ pub fn validate_options(
     Ok(max_tokens)
 }
 
-async fn stream_chat(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<ChatRequest>,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
+/// An answer that passed every check and holds a generation slot: its
+/// `meta`, and its events (`delta`…, then `done` or `error`).
+pub struct Answer {
+    /// What the `meta` event says.
+    pub meta: MetaEvent,
+    /// The events, `meta` first; dropping them cancels the generation.
+    pub events: BoxStream<'static, ChatEvent>,
+    /// Milliseconds spent loading the model for this answer.
+    pub load_ms: f64,
+}
+
+/// Validate `req`, resolve its model, fit the history window, take a
+/// generation slot and start the engine. Every API (the UI's SSE, Ollama's,
+/// OpenAI's) answers through here, so all share the same guard rails.
+pub async fn start_answer(
+    state: &AppState,
+    req: ChatRequest,
+    started: Instant,
+) -> Result<Answer, ApiError> {
     let config = &state.config;
     if req.messages.is_empty() {
         return Err(ApiError::invalid("messages must not be empty"));
@@ -94,6 +109,7 @@ async fn stream_chat(
         .find(|m| m.name == name)
         .ok_or_else(|| ApiError::UnknownModel(req.model.clone()))?;
 
+    let load_ms = state.engine.ensure_loaded(&name).await?.as_secs_f64() * 1000.0;
     let window = HistoryWindow {
         context_length: info.context_length,
         max_tokens,
@@ -151,12 +167,27 @@ async fn stream_chat(
         between_tokens: config.token_timeout(),
         answer: config.answer_timeout(),
     };
-    let events = relay(meta, tokens, guard, timeouts, started, state.shutdown.clone())
+    let events = relay(meta.clone(), tokens, guard, timeouts, started, state.shutdown.clone())
         // The slot is held until the answer ends or the client goes away.
         .map(move |event| {
             let _held = &slot;
             event
         });
+    Ok(Answer {
+        meta,
+        events: Box::pin(events),
+        load_ms,
+    })
+}
+
+async fn stream_chat(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let config = state.config.clone();
+    let answer = start_answer(&state, req, started).await?;
+    let events = answer.events;
     let mut response = Sse::new(sse_events(events))
         .keep_alive(KeepAlive::new().interval(config.keep_alive()).text("keep-alive"))
         .into_response();

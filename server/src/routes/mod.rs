@@ -3,3 +3,5 @@
 pub mod chat;
 pub mod health;
 pub mod models;
+pub mod ollama;
+pub mod openai;

@@ -1,0 +1,554 @@
+//! Ollama's REST API, so existing Ollama clients work unchanged: chat and
+//! generate (streaming NDJSON or one JSON), tags, show, ps, delete, copy,
+//! version. Answers go through the same `start_answer` as the UI's stream
+//! (validation, history window, load limits, timeouts, cancellation).
+//! Errors use Ollama's shape, `{"error": "message"}`.
+
+use super::chat::{start_answer, Answer};
+use crate::error::ApiError;
+use crate::models::{normalize_name, InstalledModel};
+use crate::sse::ChatEvent;
+use crate::AppState;
+use app::api::{ChatMessage, ChatOptions, ChatRequest, DoneEvent, Role};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+/// The Ollama routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/chat", post(chat))
+        .route("/api/generate", post(generate))
+        .route("/api/tags", get(tags))
+        .route("/api/show", post(show))
+        .route("/api/ps", get(ps))
+        .route("/api/delete", delete(delete_model))
+        .route("/api/copy", post(copy))
+        .route("/api/version", get(version))
+}
+
+/// An error in Ollama's shape, `{"error": "…"}`, with kinko's status.
+pub struct OllamaError(pub ApiError);
+
+impl From<ApiError> for OllamaError {
+    fn from(e: ApiError) -> Self {
+        OllamaError(e)
+    }
+}
+
+impl From<JsonRejection> for OllamaError {
+    fn from(e: JsonRejection) -> Self {
+        OllamaError(e.into())
+    }
+}
+
+impl IntoResponse for OllamaError {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        let retry_after = match &self.0 {
+            ApiError::Busy { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        let mut resp = (status, Json(json!({ "error": self.0.to_string() }))).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+type OResult<T> = Result<T, OllamaError>;
+
+/// RFC 3339 UTC time, as Ollama writes `created_at`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+fn now() -> String {
+    rfc3339(SystemTime::now())
+}
+
+/// Ollama's `options` mapped onto kinko's; unknown options are ignored, as
+/// Ollama does, but a known one with a wrong type is an error.
+fn options(map: Option<&Map<String, Value>>) -> OResult<ChatOptions> {
+    let mut o = ChatOptions::default();
+    let Some(map) = map else { return Ok(o) };
+    let bad = |k: &str| OllamaError(ApiError::invalid(format!("option `{k}` has the wrong type")));
+    for (k, v) in map {
+        match k.as_str() {
+            "temperature" => o.temperature = Some(v.as_f64().ok_or_else(|| bad(k))?),
+            "top_p" => o.top_p = Some(v.as_f64().ok_or_else(|| bad(k))?),
+            "top_k" => o.top_k = Some(v.as_u64().ok_or_else(|| bad(k))? as usize),
+            "repeat_penalty" => o.repeat_penalty = Some(v.as_f64().ok_or_else(|| bad(k))? as f32),
+            "num_predict" => {
+                let n = v.as_i64().ok_or_else(|| bad(k))?;
+                // -1 (and -2) mean "as long as it takes": the server's default.
+                o.max_tokens = (n > 0).then_some(n as usize);
+            }
+            _ => {}
+        }
+    }
+    Ok(o)
+}
+
+#[derive(Debug, Deserialize)]
+struct OllamaMessage {
+    role: String,
+    #[serde(default)]
+    content: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatBody {
+    model: String,
+    #[serde(default)]
+    messages: Vec<OllamaMessage>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    options: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GenerateBody {
+    model: String,
+    #[serde(default)]
+    prompt: String,
+    #[serde(default)]
+    system: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    options: Option<Map<String, Value>>,
+}
+
+fn role(r: &str) -> OResult<Role> {
+    match r {
+        "system" => Ok(Role::System),
+        "user" => Ok(Role::User),
+        "assistant" => Ok(Role::Assistant),
+        other => Err(OllamaError(ApiError::invalid(format!(
+            "role `{other}` is not supported (system, user, assistant)"
+        )))),
+    }
+}
+
+/// Which API shape an answer is written in.
+#[derive(Clone, Copy)]
+enum Shape {
+    Chat,
+    Generate,
+}
+
+fn piece(shape: Shape, model: &str, text: &str) -> Value {
+    match shape {
+        Shape::Chat => json!({
+            "model": model, "created_at": now(),
+            "message": {"role": "assistant", "content": text}, "done": false,
+        }),
+        Shape::Generate => json!({
+            "model": model, "created_at": now(), "response": text, "done": false,
+        }),
+    }
+}
+
+fn ns(ms: f64) -> u64 {
+    (ms.max(0.0) * 1e6) as u64
+}
+
+fn final_piece(
+    shape: Shape,
+    model: &str,
+    text: &str,
+    done: &DoneEvent,
+    load_ms: f64,
+    total_ms: f64,
+) -> Value {
+    let ttft = done.timings.ttft_ms;
+    let prompt_eval_ms = (ttft - load_ms).max(0.0);
+    let eval_ms = (total_ms - ttft).max(0.0);
+    let mut v = piece(shape, model, text);
+    let o = v.as_object_mut();
+    if let Some(o) = o {
+        o.insert("done".into(), json!(true));
+        o.insert("done_reason".into(), json!(done.finish_reason.as_str()));
+        o.insert("total_duration".into(), json!(ns(total_ms)));
+        o.insert("load_duration".into(), json!(ns(load_ms)));
+        o.insert("prompt_eval_count".into(), json!(done.usage.prompt_tokens));
+        o.insert("prompt_eval_duration".into(), json!(ns(prompt_eval_ms)));
+        o.insert("eval_count".into(), json!(done.usage.completion_tokens));
+        o.insert("eval_duration".into(), json!(ns(eval_ms)));
+    }
+    v
+}
+
+/// Write an answer as Ollama does: NDJSON pieces then a final one, or (with
+/// `stream: false`) one JSON object. Both read the engine as a stream, so a
+/// client that goes away cancels the generation either way.
+async fn respond(answer: Answer, shape: Shape, stream: bool, started: Instant) -> Response {
+    let model = answer.meta.model.clone();
+    let load_ms = answer.load_ms;
+    let mut events = answer.events;
+    if !stream {
+        let mut text = String::new();
+        while let Some(event) = events.next().await {
+            match event {
+                ChatEvent::Delta(d) => text.push_str(&d.text),
+                ChatEvent::Done(done) => {
+                    let total = started.elapsed().as_secs_f64() * 1000.0;
+                    return Json(final_piece(shape, &model, &text, &done, load_ms, total)).into_response();
+                }
+                ChatEvent::Error(e) => {
+                    let status = if e.code == "timeout" {
+                        StatusCode::GATEWAY_TIMEOUT
+                    } else {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    };
+                    return (status, Json(json!({ "error": e.message }))).into_response();
+                }
+                ChatEvent::Meta(_) => {}
+            }
+        }
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "the answer ended early"}))).into_response();
+    }
+    let lines = async_stream::stream! {
+        let mut failed = false;
+        while let Some(event) = events.next().await {
+            let line = match event {
+                ChatEvent::Meta(_) => continue,
+                ChatEvent::Delta(d) => piece(shape, &model, &d.text),
+                ChatEvent::Done(done) => {
+                    if failed {
+                        break;
+                    }
+                    let total = started.elapsed().as_secs_f64() * 1000.0;
+                    final_piece(shape, &model, "", &done, load_ms, total)
+                }
+                ChatEvent::Error(e) => {
+                    failed = true;
+                    json!({ "error": e.message })
+                }
+            };
+            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+            bytes.push(b'\n');
+            yield Ok::<Bytes, std::convert::Infallible>(Bytes::from(bytes));
+        }
+    };
+    let mut resp = Response::new(Body::from_stream(lines));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    resp
+}
+
+fn load_only(shape: Shape, model: &str) -> Response {
+    let mut v = piece(shape, model, "");
+    if let Some(o) = v.as_object_mut() {
+        o.insert("done".into(), json!(true));
+        o.insert("done_reason".into(), json!("load"));
+    }
+    Json(v).into_response()
+}
+
+async fn chat(
+    State(state): State<AppState>,
+    body: Result<Json<ChatBody>, JsonRejection>,
+) -> OResult<Response> {
+    let started = Instant::now();
+    let Json(body) = body?;
+    let stream = body.stream.unwrap_or(true);
+    if body.messages.is_empty() {
+        let name = resolve(&state, &body.model).await?;
+        state.engine.ensure_loaded(&name).await.map_err(ApiError::from)?;
+        return Ok(load_only(Shape::Chat, &name));
+    }
+    let messages = body
+        .messages
+        .iter()
+        .map(|m| Ok(ChatMessage::new(role(&m.role)?, m.content.clone())))
+        .collect::<OResult<Vec<_>>>()?;
+    let req = ChatRequest {
+        model: body.model,
+        messages,
+        options: options(body.options.as_ref())?,
+    };
+    let answer = start_answer(&state, req, started).await?;
+    Ok(respond(answer, Shape::Chat, stream, started).await)
+}
+
+async fn generate(
+    State(state): State<AppState>,
+    body: Result<Json<GenerateBody>, JsonRejection>,
+) -> OResult<Response> {
+    let started = Instant::now();
+    let Json(body) = body?;
+    let stream = body.stream.unwrap_or(true);
+    if body.prompt.trim().is_empty() {
+        let name = resolve(&state, &body.model).await?;
+        state.engine.ensure_loaded(&name).await.map_err(ApiError::from)?;
+        return Ok(load_only(Shape::Generate, &name));
+    }
+    let mut messages = Vec::new();
+    if let Some(system) = body.system.filter(|s| !s.trim().is_empty()) {
+        messages.push(ChatMessage::new(Role::System, system));
+    }
+    messages.push(ChatMessage::new(Role::User, body.prompt));
+    let req = ChatRequest {
+        model: body.model,
+        messages,
+        options: options(body.options.as_ref())?,
+    };
+    let answer = start_answer(&state, req, started).await?;
+    Ok(respond(answer, Shape::Generate, stream, started).await)
+}
+
+async fn resolve(state: &AppState, model: &str) -> OResult<String> {
+    let name = normalize_name(model).map_err(|_| ApiError::UnknownModel(model.to_string()))?;
+    let known = state.engine.list_models().await.iter().any(|m| m.name == name);
+    if known {
+        Ok(name)
+    } else {
+        Err(ApiError::UnknownModel(model.to_string()).into())
+    }
+}
+
+fn parameter_size(n: u64) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.1}B", n as f64 / 1e9)
+    } else {
+        format!("{}M", (n as f64 / 1e6).round() as u64)
+    }
+}
+
+fn details(m: &InstalledModel) -> Value {
+    let man = &m.manifest;
+    json!({
+        "parent_model": "",
+        "format": "gguf",
+        "family": man.architecture,
+        "families": [man.architecture],
+        "parameter_size": parameter_size(man.parameter_count),
+        "quantization_level": man.quantization,
+    })
+}
+
+fn modified_at(m: &InstalledModel) -> String {
+    rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(m.manifest.created))
+}
+
+fn installed(state: &AppState) -> Vec<InstalledModel> {
+    state.store.as_ref().map(|s| s.list()).unwrap_or_default()
+}
+
+async fn tags(State(state): State<AppState>) -> Json<Value> {
+    let store_models = tokio::task::spawn_blocking({
+        let state = state.clone();
+        move || installed(&state)
+    })
+    .await
+    .unwrap_or_default();
+    let mut models: Vec<Value> = store_models
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.manifest.name, "model": m.manifest.name,
+                "modified_at": modified_at(m), "size": m.manifest.size,
+                "digest": m.manifest.digest.trim_start_matches("sha256:"),
+                "details": details(m),
+            })
+        })
+        .collect();
+    if state.store.is_none() {
+        // The fake engine has no store: list what it serves.
+        models = state
+            .engine
+            .list_models()
+            .await
+            .into_iter()
+            .map(|m| json!({"name": m.name, "model": m.name, "modified_at": now(), "size": m.size, "digest": "", "details": {"format": "gguf", "family": m.architecture, "quantization_level": m.quantization}}))
+            .collect();
+    }
+    Json(json!({ "models": models }))
+}
+
+#[derive(Deserialize)]
+struct NameBody {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl NameBody {
+    fn model(&self) -> OResult<String> {
+        self.model
+            .clone()
+            .or_else(|| self.name.clone())
+            .filter(|m| !m.trim().is_empty())
+            .ok_or_else(|| OllamaError(ApiError::invalid("`model` is required")))
+    }
+}
+
+fn find(state: &AppState, name: &str) -> OResult<InstalledModel> {
+    state
+        .store
+        .as_ref()
+        .and_then(|s| s.get(name))
+        .ok_or_else(|| OllamaError(ApiError::UnknownModel(name.to_string())))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    body: Result<Json<NameBody>, JsonRejection>,
+) -> OResult<Json<Value>> {
+    let Json(body) = body?;
+    let name = body.model()?;
+    let m = find(&state, &name)?;
+    let man = &m.manifest;
+    let arch = man.architecture.clone();
+    let mut parameters = String::new();
+    for (k, v) in &man.parameters {
+        parameters.push_str(&format!("{k:<16} {v}\n"));
+    }
+    let modelfile = format!(
+        "# Modelfile generated by kinko\nFROM {}\n{}",
+        m.gguf_path().display(),
+        man.system
+            .as_ref()
+            .map(|s| format!("SYSTEM \"\"\"{s}\"\"\"\n"))
+            .unwrap_or_default()
+    );
+    let mut model_info = Map::new();
+    model_info.insert("general.architecture".into(), json!(arch));
+    model_info.insert("general.parameter_count".into(), json!(man.parameter_count));
+    model_info.insert(format!("{arch}.context_length"), json!(man.context_length));
+    Ok(Json(json!({
+        "modelfile": modelfile,
+        "parameters": parameters,
+        "template": "",
+        "system": man.system.clone().unwrap_or_default(),
+        "details": details(&m),
+        "model_info": model_info,
+        "capabilities": ["completion"],
+        "modified_at": modified_at(&m),
+    })))
+}
+
+async fn ps(State(state): State<AppState>) -> Json<Value> {
+    let loaded = state.engine.loaded_models().await;
+    let models: Vec<Value> = loaded
+        .into_iter()
+        .map(|l| {
+            let m = state.store.as_ref().and_then(|s| s.get(&l.name));
+            json!({
+                "name": l.name, "model": l.name,
+                "size": m.as_ref().map(|m| m.manifest.size).unwrap_or(0),
+                "digest": m.as_ref().map(|m| m.manifest.digest.trim_start_matches("sha256:").to_string()).unwrap_or_default(),
+                "details": m.as_ref().map(details).unwrap_or(Value::Null),
+                // A model without an expiry stays loaded: "never" is the
+                // far future, as a valid date for clients that parse it.
+                "expires_at": l.expires_at.map(rfc3339).unwrap_or_else(|| "9999-12-31T23:59:59Z".into()),
+                "size_vram": 0,
+            })
+        })
+        .collect();
+    Json(json!({ "models": models }))
+}
+
+async fn delete_model(
+    State(state): State<AppState>,
+    body: Result<Json<NameBody>, JsonRejection>,
+) -> OResult<StatusCode> {
+    let Json(body) = body?;
+    let name = body.model()?;
+    let store = state
+        .store
+        .clone()
+        .ok_or_else(|| OllamaError(ApiError::UnknownModel(name.clone())))?;
+    state.engine.unload(&name).await;
+    let removed = tokio::task::spawn_blocking(move || store.remove(&name))
+        .await
+        .map_err(|e| OllamaError(ApiError::Engine(e.to_string())))?;
+    match removed {
+        Ok(true) => Ok(StatusCode::OK),
+        Ok(false) => Err(ApiError::UnknownModel(body.model()?).into()),
+        Err(e) => Err(ApiError::Engine(e.to_string()).into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct CopyBody {
+    source: String,
+    destination: String,
+}
+
+async fn copy(
+    State(state): State<AppState>,
+    body: Result<Json<CopyBody>, JsonRejection>,
+) -> OResult<StatusCode> {
+    let Json(body) = body?;
+    let store = state
+        .store
+        .clone()
+        .ok_or_else(|| OllamaError(ApiError::UnknownModel(body.source.clone())))?;
+    let source = body.source.clone();
+    let copied = tokio::task::spawn_blocking(move || store.copy(&body.source, &body.destination))
+        .await
+        .map_err(|e| OllamaError(ApiError::Engine(e.to_string())))?;
+    match copied {
+        Ok(true) => Ok(StatusCode::OK),
+        Ok(false) => Err(ApiError::UnknownModel(source).into()),
+        Err(crate::models::StoreError::InvalidName(n)) => {
+            Err(ApiError::invalid(format!("invalid model name `{n}`")).into())
+        }
+        Err(e) => Err(ApiError::Engine(e.to_string()).into()),
+    }
+}
+
+async fn version() -> Json<Value> {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_242_532);
+        assert_eq!(rfc3339(t), "2026-11-21T06:28:52.000000000Z");
+        let leap = UNIX_EPOCH + std::time::Duration::from_secs(951_782_400); // 2000-02-29
+        assert!(rfc3339(leap).starts_with("2000-02-29T00:00:00"));
+    }
+}

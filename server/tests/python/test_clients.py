@@ -1,0 +1,189 @@
+"""The official `ollama` and `openai` Python packages against the real kinko
+binary and the real default model: chat, streaming chat, generate, list,
+show, ps, copy, delete and the models list, unchanged clients.
+
+Run by scripts/test.sh inside a virtualenv; needs KINKO_BIN and KINKO_HOME
+(with smollm2:135m installed). The test copies the model into a temporary
+store, so copy and delete never touch the user's models.
+"""
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.request
+
+import ollama
+import openai
+
+MODEL = "smollm2:135m"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class KinkoServer:
+    def __init__(self):
+        self.bin = os.environ["KINKO_BIN"]
+        src_home = os.environ["KINKO_HOME"]
+        gguf = os.path.join(src_home, "models", MODEL.replace(":", "-"), "model.gguf")
+        if not os.path.exists(gguf):
+            raise SystemExit(f"{gguf} is missing: run scripts/default-model.sh")
+        self.home = tempfile.TemporaryDirectory(prefix="kinko-clients-")
+        env = dict(os.environ, KINKO_HOME=self.home.name)
+        subprocess.run([self.bin, "import", MODEL, gguf], env=env, check=True, capture_output=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [self.bin, "serve", "--addr", f"127.0.0.1:{self.port}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/health", timeout=1)
+                break
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise SystemExit("kinko did not start")
+                time.sleep(0.1)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.home.cleanup()
+
+
+SERVER = None
+
+
+def setUpModule():
+    global SERVER
+    SERVER = KinkoServer()
+
+
+def tearDownModule():
+    SERVER.stop()
+
+
+GREEDY = {"temperature": 0, "num_predict": 32}
+
+
+class OllamaClientTest(unittest.TestCase):
+    def setUp(self):
+        self.client = ollama.Client(host=SERVER.url)
+
+    def test_list_and_show(self):
+        names = [m.model for m in self.client.list().models]
+        self.assertIn(MODEL, names)
+        shown = self.client.show(MODEL)
+        self.assertEqual(shown.details.family, "llama")
+        self.assertEqual(shown.details.format, "gguf")
+        self.assertTrue(shown.details.quantization_level)
+        self.assertIn("llama.context_length", shown.modelinfo)
+
+    def test_chat(self):
+        r = self.client.chat(model=MODEL, messages=[{"role": "user", "content": "Name a fruit."}], options=GREEDY)
+        self.assertTrue(r.done)
+        self.assertIn(r.done_reason, ("stop", "length"))
+        self.assertTrue(r.message.content.strip())
+        self.assertEqual(r.message.role, "assistant")
+        self.assertLessEqual(r.eval_count, 32)
+        self.assertGreater(r.prompt_eval_count, 0)
+        for d in (r.total_duration, r.eval_duration):
+            self.assertGreater(d, 0)
+        self.assertGreaterEqual(r.total_duration, r.eval_duration)
+
+    def test_streaming_chat_and_two_turns(self):
+        chunks = list(self.client.chat(
+            model=MODEL, stream=True, options=GREEDY,
+            messages=[{"role": "user", "content": "What is 2 + 2?"},
+                      {"role": "assistant", "content": "4"},
+                      {"role": "user", "content": "Now explain in two sentences what addition is."}]))
+        self.assertGreater(len(chunks), 2)
+        self.assertTrue(all(not c.done for c in chunks[:-1]))
+        last = chunks[-1]
+        self.assertTrue(last.done)
+        text = "".join(c.message.content for c in chunks)
+        self.assertTrue(text.strip())
+        self.assertGreater(last.eval_count, 0)
+        self.assertIn(last.done_reason, ("stop", "length"))
+
+    def test_generate(self):
+        r = self.client.generate(model=MODEL, prompt="Say hello.", options=GREEDY)
+        self.assertTrue(r.done)
+        self.assertTrue(r.response.strip())
+        pieces = list(self.client.generate(model=MODEL, prompt="Say hello.", options=GREEDY, stream=True))
+        self.assertEqual("".join(p.response for p in pieces), r.response)
+
+    def test_ps_lists_the_loaded_model(self):
+        self.client.generate(model=MODEL, prompt="Hi", options={"num_predict": 2})
+        names = [m.model for m in self.client.ps().models]
+        self.assertIn(MODEL, names)
+
+    def test_copy_then_delete(self):
+        self.client.copy(MODEL, "smollm2-copy:test")
+        names = [m.model for m in self.client.list().models]
+        self.assertIn("smollm2-copy:test", names)
+        self.client.delete("smollm2-copy:test")
+        names = [m.model for m in self.client.list().models]
+        self.assertNotIn("smollm2-copy:test", names)
+        with self.assertRaises(ollama.ResponseError) as e:
+            self.client.delete("smollm2-copy:test")
+        self.assertEqual(e.exception.status_code, 404)
+
+    def test_unknown_model_is_404(self):
+        with self.assertRaises(ollama.ResponseError) as e:
+            self.client.chat(model="nope:1b", messages=[{"role": "user", "content": "hi"}])
+        self.assertEqual(e.exception.status_code, 404)
+        self.assertIn("not installed", e.exception.error)
+
+
+class OpenAIClientTest(unittest.TestCase):
+    def setUp(self):
+        self.client = openai.OpenAI(base_url=f"{SERVER.url}/v1", api_key="unused")
+
+    def test_models_list(self):
+        ids = [m.id for m in self.client.models.list().data]
+        self.assertIn(MODEL, ids)
+
+    def test_chat_completion(self):
+        r = self.client.chat.completions.create(
+            model=MODEL, temperature=0, max_tokens=32,
+            messages=[{"role": "system", "content": "You are brief."},
+                      {"role": "user", "content": "Name a color."}])
+        choice = r.choices[0]
+        self.assertTrue(choice.message.content.strip())
+        self.assertIn(choice.finish_reason, ("stop", "length"))
+        self.assertLessEqual(r.usage.completion_tokens, 32)
+        self.assertEqual(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens)
+
+    def test_streaming_chat_completion(self):
+        stream = self.client.chat.completions.create(
+            model=MODEL, temperature=0, max_tokens=32, stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "Count to five."}])
+        text, finish, usage = "", None, None
+        for chunk in stream:
+            if chunk.usage:
+                usage = chunk.usage
+            for c in chunk.choices:
+                text += c.delta.content or ""
+                finish = c.finish_reason or finish
+        self.assertTrue(text.strip())
+        self.assertIn(finish, ("stop", "length"))
+        self.assertIsNotNone(usage)
+        self.assertGreater(usage.completion_tokens, 0)
+
+    def test_unknown_model_is_not_found(self):
+        with self.assertRaises(openai.NotFoundError) as e:
+            self.client.chat.completions.create(model="nope:1b", messages=[{"role": "user", "content": "hi"}])
+        self.assertEqual(e.exception.status_code, 404)
+        self.assertIn("not installed", str(e.exception))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
