@@ -69,6 +69,35 @@ impl IntoResponse for OllamaError {
 
 type OResult<T> = Result<T, OllamaError>;
 
+/// A JSON body read whatever its `Content-Type` says, as Ollama does
+/// (`curl -d` sends form encoding).
+pub struct AnyJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for AnyJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = OllamaError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            OllamaError(if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("the request body is larger than the limit".into())
+            } else {
+                ApiError::MalformedJson(e.body_text())
+            })
+        })?;
+        serde_json::from_slice(&bytes).map(AnyJson).map_err(|e| {
+            OllamaError(if e.is_data() {
+                ApiError::invalid(e.to_string())
+            } else {
+                ApiError::MalformedJson(e.to_string())
+            })
+        })
+    }
+}
+
 /// RFC 3339 UTC time, as Ollama writes `created_at`.
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -282,10 +311,9 @@ fn load_only(shape: Shape, model: &str) -> Response {
 
 async fn chat(
     State(state): State<AppState>,
-    body: Result<Json<ChatBody>, JsonRejection>,
+    AnyJson(body): AnyJson<ChatBody>,
 ) -> OResult<Response> {
     let started = Instant::now();
-    let Json(body) = body?;
     let stream = body.stream.unwrap_or(true);
     if body.messages.is_empty() {
         let name = resolve(&state, &body.model).await?;
@@ -308,10 +336,9 @@ async fn chat(
 
 async fn generate(
     State(state): State<AppState>,
-    body: Result<Json<GenerateBody>, JsonRejection>,
+    AnyJson(body): AnyJson<GenerateBody>,
 ) -> OResult<Response> {
     let started = Instant::now();
-    let Json(body) = body?;
     let stream = body.stream.unwrap_or(true);
     if body.prompt.trim().is_empty() {
         let name = resolve(&state, &body.model).await?;
@@ -429,9 +456,8 @@ fn find(state: &AppState, name: &str) -> OResult<InstalledModel> {
 
 async fn show(
     State(state): State<AppState>,
-    body: Result<Json<NameBody>, JsonRejection>,
+    AnyJson(body): AnyJson<NameBody>,
 ) -> OResult<Json<Value>> {
-    let Json(body) = body?;
     let name = body.model()?;
     let m = find(&state, &name)?;
     let man = &m.manifest;
@@ -487,9 +513,8 @@ async fn ps(State(state): State<AppState>) -> Json<Value> {
 
 async fn delete_model(
     State(state): State<AppState>,
-    body: Result<Json<NameBody>, JsonRejection>,
+    AnyJson(body): AnyJson<NameBody>,
 ) -> OResult<StatusCode> {
-    let Json(body) = body?;
     let name = body.model()?;
     let store = state
         .store
@@ -514,9 +539,8 @@ struct CopyBody {
 
 async fn copy(
     State(state): State<AppState>,
-    body: Result<Json<CopyBody>, JsonRejection>,
+    AnyJson(body): AnyJson<CopyBody>,
 ) -> OResult<StatusCode> {
-    let Json(body) = body?;
     let store = state
         .store
         .clone()
