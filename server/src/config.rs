@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the chat UI and the HTTP API.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Copy a GGUF file into the model store under a name.
     Import {
         /// Model name, `name[:tag]`.

@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let home = cli.home.clone().unwrap_or_else(ModelStore::default_home);
     let store = ModelStore::new(&home);
     match cli.command {
-        Command::Serve(config) => serve(config, store).await,
+        Command::Serve(config) => serve(*config, store).await,
         Command::Import {
             name,
             path,

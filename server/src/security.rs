@@ -115,7 +115,7 @@ impl Security {
             (None, _) | (_, None) => true,
             (Some(list), Some(h)) => {
                 let h = host_part(h);
-                list.iter().any(|a| *a == h)
+                list.contains(&h)
             }
         }
     }
@@ -126,7 +126,7 @@ impl Security {
             let h = h.trim().to_ascii_lowercase();
             origin == format!("http://{h}") || origin == format!("https://{h}")
         });
-        same_origin || self.allowed_origins.iter().any(|o| *o == origin)
+        same_origin || self.allowed_origins.contains(&origin)
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {

@@ -280,15 +280,7 @@ impl ModelStore {
                     .unwrap_or(0),
             };
             write_json_atomic(&tmp.join(MANIFEST_FILE), &manifest)?;
-            let final_dir = self.dir_for(&name);
-            if final_dir.exists() {
-                let old = self.root.join(format!(".old-{}", std::process::id()));
-                fs::rename(&final_dir, &old).map_err(io("move old model aside"))?;
-                fs::rename(&tmp, &final_dir).map_err(io("install model"))?;
-                let _ = fs::remove_dir_all(&old);
-            } else {
-                fs::rename(&tmp, &final_dir).map_err(io("install model"))?;
-            }
+            self.install_dir(&tmp, &name)?;
             Ok(manifest)
         })();
         if result.is_err() {
@@ -299,6 +291,22 @@ impl ModelStore {
 }
 
 impl ModelStore {
+    /// Move the assembled directory `tmp` into place as model `name`,
+    /// replacing a model of that name (renames only: never half there).
+    fn install_dir(&self, tmp: &Path, name: &str) -> Result<(), StoreError> {
+        let final_dir = self.dir_for(name);
+        if final_dir.exists() {
+            let old = self.root.join(format!(".old-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&old);
+            fs::rename(&final_dir, &old).map_err(io("move the old model aside"))?;
+            fs::rename(tmp, &final_dir).map_err(io("install the model"))?;
+            let _ = fs::remove_dir_all(&old);
+        } else {
+            fs::rename(tmp, &final_dir).map_err(io("install the model"))?;
+        }
+        Ok(())
+    }
+
     /// Remove the model called `name`; `false` if there is none. The
     /// directory is renamed away first, so the model leaves the list at once.
     pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
@@ -334,15 +342,7 @@ impl ModelStore {
             let mut manifest = model.manifest.clone();
             manifest.name = dest.clone();
             write_json_atomic(&tmp.join(MANIFEST_FILE), &manifest)?;
-            let final_dir = self.dir_for(&dest);
-            if final_dir.exists() {
-                let old = self.root.join(format!(".old-{}", std::process::id()));
-                fs::rename(&final_dir, &old).map_err(io("move the old model aside"))?;
-                fs::rename(&tmp, &final_dir).map_err(io("install the copy"))?;
-                let _ = fs::remove_dir_all(&old);
-            } else {
-                fs::rename(&tmp, &final_dir).map_err(io("install the copy"))?;
-            }
+            self.install_dir(&tmp, &dest)?;
             Ok(true)
         })();
         if result.is_err() {
