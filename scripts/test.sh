@@ -18,13 +18,13 @@ logs="$(mktemp -d)"
 log "tiers 1-4: unit, router, real-socket and real-model tests (cargo test --release)"
 (cd "$KINKO_ROOT" && cargo test --release -p kinko -p app 2>&1) | tee "$logs/cargo.log"
 
-log "API clients: the official ollama and openai Python packages against the real binary"
+log "API clients (the official ollama and openai Python packages) and the CLI, against the real binary"
 venv="$KINKO_CACHE/venv"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import ollama, openai' 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import ollama, openai, pexpect' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "ollama==0.6.3" "openai==3.52.0"
+  "$venv/bin/pip" install --quiet "ollama==0.6.3" "openai==3.52.0" "pexpect==4.9.0"
 fi
-(cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" "$venv/bin/python" -m unittest -v test_clients 2>&1) | tee "$logs/clients.log"
+(cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" "$venv/bin/python" -m unittest -v test_clients test_cli 2>&1) | tee "$logs/clients.log"
 
 log "tier 5: browser tests (Playwright, /usr/bin/chromium, the real binary)"
 (cd "$KINKO_ROOT/end2end" && KINKO_BIN="$KINKO_BIN" KINKO_SITE_ROOT="$KINKO_ROOT/target/site" \

@@ -13,6 +13,9 @@ pub struct Cli {
     /// Where models and settings live (default: ~/.local/share/kinko).
     #[arg(long, env = "KINKO_HOME", global = true)]
     pub home: Option<PathBuf>,
+    /// The server the client commands talk to.
+    #[arg(long, env = "KINKO_HOST", global = true, default_value = "http://127.0.0.1:3000")]
+    pub host: String,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -33,8 +36,50 @@ pub enum Command {
         #[arg(long)]
         quantize: Option<String>,
     },
-    /// List installed models.
+    /// List installed models (asks the running server).
+    #[command(alias = "ls")]
     List,
+    /// Show a model's details, parameters and Modelfile.
+    Show {
+        /// The model.
+        model: String,
+        /// Print only the Modelfile.
+        #[arg(long)]
+        modelfile: bool,
+    },
+    /// List the models loaded in memory.
+    Ps,
+    /// Remove models.
+    Rm {
+        /// The models.
+        #[arg(required = true)]
+        models: Vec<String>,
+    },
+    /// Copy a model under a new name.
+    Cp {
+        /// The model to copy.
+        source: String,
+        /// The new name.
+        destination: String,
+    },
+    /// Make a model (a preset) from a Modelfile.
+    Create {
+        /// The new model's name.
+        name: String,
+        /// The Modelfile.
+        #[arg(short = 'f', long = "file", default_value = "Modelfile")]
+        file: PathBuf,
+        /// Requantize the weights: `q8_0` or `q4_0`.
+        #[arg(long)]
+        quantize: Option<String>,
+    },
+    /// Chat with a model: one answer to PROMPT, or an interactive session.
+    Run {
+        /// The model.
+        model: String,
+        /// The prompt; without one, an interactive session starts.
+        prompt: Vec<String>,
+    },
 }
 
 /// Which engine answers.

@@ -1,6 +1,7 @@
 //! kinko's server: the HTTP router, the engines behind it, and the model
 //! store. `main.rs` parses the command line and calls into here.
 
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -17,7 +17,17 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     // Nothing is ever fetched from a model hub.
     std::env::set_var("HF_HUB_OFFLINE", "1");
     tracing_subscriber::fmt()
@@ -57,18 +67,29 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::List => {
-            let models = store.list();
-            println!("{:<28} {:>10} {:<8} {:>8}", "NAME", "SIZE", "QUANT", "CONTEXT");
-            for m in models {
-                let m = m.manifest;
-                let size = format!("{} MB", m.size.div_ceil(1_000_000));
-                println!(
-                    "{:<28} {:>10} {:<8} {:>8}",
-                    m.name, size, m.quantization, m.context_length
-                );
+        command => {
+            let key = std::env::var("KINKO_API_KEY").ok().filter(|k| !k.is_empty());
+            let client = kinko::cli::Client::new(&cli.host, key);
+            match command {
+                Command::List => client.list().await,
+                Command::Show { model, modelfile } => client.show(&model, modelfile).await,
+                Command::Ps => client.ps().await,
+                Command::Rm { models } => client.rm(&models).await,
+                Command::Cp {
+                    source,
+                    destination,
+                } => client.cp(&source, &destination).await,
+                Command::Create {
+                    name,
+                    file,
+                    quantize,
+                } => client.create(&name, &file, quantize.as_deref()).await,
+                Command::Run { model, prompt } => {
+                    let prompt = (!prompt.is_empty()).then(|| prompt.join(" "));
+                    client.run(&model, prompt).await
+                }
+                Command::Serve(_) | Command::Import { .. } => Ok(()),
             }
-            Ok(())
         }
     }
 }

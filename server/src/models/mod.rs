@@ -35,6 +35,9 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// No installed model or GGUF file by that name.
+    #[error("`{0}` is neither an installed model nor a GGUF file")]
+    NotFound(String),
     /// Filesystem trouble.
     #[error("{context}: {source}")]
     Io {
@@ -75,6 +78,10 @@ pub struct Manifest {
     /// Default system prompt, if the model has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
+    /// The Modelfile's TEMPLATE, kept for `show` (the GGUF's own chat
+    /// template is what formats prompts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     /// Default sampling parameters.
     #[serde(default)]
     pub parameters: serde_json::Map<String, serde_json::Value>,
@@ -273,6 +280,7 @@ impl ModelStore {
                 parameter_count: info.parameter_count,
                 context_length: info.context_length,
                 system: None,
+                template: None,
                 parameters: serde_json::Map::new(),
                 created: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -305,6 +313,47 @@ impl ModelStore {
             fs::rename(tmp, &final_dir).map_err(io("install the model"))?;
         }
         Ok(())
+    }
+
+    /// Make the preset `name` from a parsed Modelfile: its base is an
+    /// installed model (weights hard-linked) or a GGUF path (imported, and
+    /// requantized if asked); its system prompt and parameters go into the
+    /// manifest. Blocking.
+    pub fn create(
+        &self,
+        name: &str,
+        modelfile: &modelfile::Modelfile,
+        quantize: Option<quantize::Target>,
+    ) -> Result<Manifest, StoreError> {
+        let name = normalize_name(name)?;
+        let from_path = Path::new(&modelfile.from);
+        let base_installed = self.get(&modelfile.from);
+        match (&base_installed, quantize) {
+            (Some(base), None) => {
+                if base.manifest.name != name && !self.copy(&base.manifest.name, &name)? {
+                    return Err(StoreError::NotFound(modelfile.from.clone()));
+                }
+            }
+            (Some(base), Some(q)) => {
+                self.import_as(&name, &base.gguf_path(), Some(q))?;
+            }
+            (None, q) if from_path.is_file() => {
+                self.import_as(&name, from_path, q)?;
+            }
+            (None, _) => return Err(StoreError::NotFound(modelfile.from.clone())),
+        }
+        let model = self
+            .get(&name)
+            .ok_or_else(|| StoreError::NotFound(name.clone()))?;
+        let mut manifest = model.manifest;
+        manifest.system = modelfile.system.clone();
+        manifest.parameters = match serde_json::to_value(&modelfile.parameters) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        manifest.template = modelfile.template.clone();
+        write_json_atomic(&model.dir.join(MANIFEST_FILE), &manifest)?;
+        Ok(manifest)
     }
 
     /// Remove the model called `name`; `false` if there is none. The

@@ -68,6 +68,31 @@ pub fn validate_options(
     Ok(max_tokens)
 }
 
+/// A preset (made from a Modelfile) brings its system prompt, used when the
+/// conversation has none, and its parameters, used where the request sets
+/// none.
+async fn apply_preset(state: &AppState, req: &mut ChatRequest) {
+    let Some(store) = state.store.clone() else { return };
+    let name = req.model.clone();
+    let Ok(Some(model)) = tokio::task::spawn_blocking(move || store.get(&name)).await else {
+        return;
+    };
+    let m = model.manifest;
+    if let Some(system) = m.system.filter(|s| !s.trim().is_empty()) {
+        if !req.messages.iter().any(|msg| msg.role == Role::System) {
+            req.messages.insert(0, app::api::ChatMessage::new(Role::System, system));
+        }
+    }
+    let p: crate::models::modelfile::Parameters =
+        serde_json::from_value(serde_json::Value::Object(m.parameters)).unwrap_or_default();
+    let o = &mut req.options;
+    o.temperature = o.temperature.or(p.temperature);
+    o.top_p = o.top_p.or(p.top_p);
+    o.top_k = o.top_k.or(p.top_k);
+    o.max_tokens = o.max_tokens.or(p.num_predict);
+    o.repeat_penalty = o.repeat_penalty.or(p.repeat_penalty);
+}
+
 /// An answer that passed every check and holds a generation slot: its
 /// `meta`, and its events (`delta`…, then `done` or `error`).
 pub struct Answer {
@@ -84,10 +109,11 @@ pub struct Answer {
 /// OpenAI's) answers through here, so all share the same guard rails.
 pub async fn start_answer(
     state: &AppState,
-    req: ChatRequest,
+    mut req: ChatRequest,
     started: Instant,
 ) -> Result<Answer, ApiError> {
     let config = &state.config;
+    apply_preset(state, &mut req).await;
     if req.messages.is_empty() {
         return Err(ApiError::invalid("messages must not be empty"));
     }

@@ -6,55 +6,12 @@ Run by scripts/test.sh inside a virtualenv; needs KINKO_BIN and KINKO_HOME
 (with smollm2:135m installed). The test copies the model into a temporary
 store, so copy and delete never touch the user's models.
 """
-import os
-import socket
-import subprocess
-import tempfile
-import time
 import unittest
-import urllib.request
 
 import ollama
 import openai
 
-MODEL = "smollm2:135m"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class KinkoServer:
-    def __init__(self):
-        self.bin = os.environ["KINKO_BIN"]
-        src_home = os.environ["KINKO_HOME"]
-        gguf = os.path.join(src_home, "models", MODEL.replace(":", "-"), "model.gguf")
-        if not os.path.exists(gguf):
-            raise SystemExit(f"{gguf} is missing: run scripts/default-model.sh")
-        self.home = tempfile.TemporaryDirectory(prefix="kinko-clients-")
-        env = dict(os.environ, KINKO_HOME=self.home.name)
-        subprocess.run([self.bin, "import", MODEL, gguf], env=env, check=True, capture_output=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [self.bin, "serve", "--addr", f"127.0.0.1:{self.port}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/health", timeout=1)
-                break
-            except OSError:
-                if time.time() > deadline or self.proc.poll() is not None:
-                    raise SystemExit("kinko did not start")
-                time.sleep(0.1)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self.home.cleanup()
+from kinko_server import MODEL, KinkoServer
 
 
 SERVER = None
