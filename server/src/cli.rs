@@ -201,6 +201,54 @@ impl Client {
         Ok(())
     }
 
+    /// `kinko pull SPEC`: download with a progress bar (on stderr).
+    pub async fn pull(&self, spec: &str, name: Option<&str>, quantize: Option<&str>) -> Result<()> {
+        let mut body = json!({ "model": spec, "stream": true });
+        if let Some(n) = name {
+            body["name"] = json!(n);
+        }
+        if let Some(q) = quantize {
+            body["quantize"] = json!(q);
+        }
+        let resp = self.send(self.request(reqwest::Method::POST, "/api/pull").json(&body)).await?;
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let mut body = resp.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.context("the download broke off")?);
+            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let v: Value = serde_json::from_slice(&line).context("a bad progress line")?;
+                if let Some(e) = v["error"].as_str() {
+                    bar.abandon();
+                    bail!("{e}");
+                }
+                match v["status"].as_str().unwrap_or("") {
+                    "downloading" => {
+                        if let Some(t) = v["total"].as_u64() {
+                            bar.set_length(t);
+                        }
+                        bar.set_message("pulling");
+                        bar.set_position(v["completed"].as_u64().unwrap_or(0));
+                    }
+                    "success" => {
+                        bar.finish_and_clear();
+                        println!("success");
+                        return Ok(());
+                    }
+                    other => bar.println(other.to_string()),
+                }
+            }
+        }
+        bail!("the server stopped answering before the pull finished")
+    }
+
     /// Stream one answer to stdout; returns the assistant's text, or `None`
     /// when Ctrl-C stopped it (the dropped request cancels the generation).
     async fn answer(&self, model: &str, messages: &[Value]) -> Result<Option<String>> {

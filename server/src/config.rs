@@ -73,6 +73,18 @@ pub enum Command {
         #[arg(long)]
         quantize: Option<String>,
     },
+    /// Download a GGUF model: `hf.co/ORG/REPO:FILE.gguf` or a URL, either
+    /// optionally ending in `@sha256:<hex>`.
+    Pull {
+        /// What to download.
+        spec: String,
+        /// The store name (default: from the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Requantize the weights: `q8_0` or `q4_0`.
+        #[arg(long)]
+        quantize: Option<String>,
+    },
     /// Chat with a model: one answer to PROMPT, or an interactive session.
     Run {
         /// The model.
@@ -170,6 +182,9 @@ pub struct ServeConfig {
     /// accepts only localhost names and addresses otherwise (DNS rebinding).
     #[arg(long, env = "KINKO_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
+    /// Where `hf.co/ORG/REPO:FILE` model names are downloaded from.
+    #[arg(long, env = "KINKO_HF_ENDPOINT", default_value = "https://huggingface.co")]
+    pub hf_endpoint: String,
     /// Fake engine: milliseconds before each token.
     #[arg(long, env = "KINKO_FAKE_TOKEN_DELAY_MS", default_value_t = 0)]
     pub fake_token_delay_ms: u64,

@@ -84,6 +84,11 @@ async fn run() -> anyhow::Result<()> {
                     file,
                     quantize,
                 } => client.create(&name, &file, quantize.as_deref()).await,
+                Command::Pull {
+                    spec,
+                    name,
+                    quantize,
+                } => client.pull(&spec, name.as_deref(), quantize.as_deref()).await,
                 Command::Run { model, prompt } => {
                     let prompt = (!prompt.is_empty()).then(|| prompt.join(" "));
                     client.run(&model, prompt).await

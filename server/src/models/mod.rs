@@ -6,6 +6,7 @@
 
 pub mod gguf;
 pub mod modelfile;
+pub mod pull;
 pub mod quantize;
 
 use app::api::ModelSummary;

@@ -35,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/copy", post(copy))
         .route("/api/version", get(version))
         .route("/api/create", post(create))
+        .route("/api/pull", post(pull))
 }
 
 /// An error in Ollama's shape, `{"error": "…"}`, with kinko's status.
@@ -647,6 +648,93 @@ async fn create(
         json!({"status": "success"})
     );
     let mut resp = Response::new(Body::from(lines));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+struct PullBody {
+    #[serde(default)]
+    model: Option<String>,
+    /// The store name to use (default: from the file name).
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    quantize: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+fn pull_line(ev: &crate::models::pull::PullEvent) -> Value {
+    use crate::models::pull::PullEvent;
+    match ev {
+        PullEvent::Progress { completed, total } => json!({
+            "status": "downloading", "digest": "", "completed": completed, "total": total,
+        }),
+        PullEvent::Verifying => json!({"status": "verifying sha256 digest"}),
+        PullEvent::Installing => json!({"status": "writing manifest"}),
+    }
+}
+
+async fn pull(
+    State(state): State<AppState>,
+    AnyJson(body): AnyJson<PullBody>,
+) -> OResult<Response> {
+    use crate::models::pull::{parse_spec, pull as download, PullError};
+    let spec_text = body
+        .model
+        .clone()
+        .ok_or_else(|| OllamaError(ApiError::invalid("`model` is required")))?;
+    let spec = parse_spec(&spec_text, body.name.as_deref(), &state.config.hf_endpoint)
+        .map_err(|e| OllamaError(ApiError::invalid(e.to_string())))?;
+    let quantize = match body.quantize.as_deref() {
+        None => None,
+        Some(q) => Some(crate::models::quantize::Target::parse(q).ok_or_else(|| {
+            OllamaError(ApiError::invalid(format!("quantize must be q8_0 or q4_0, not `{q}`")))
+        })?),
+    };
+    let store = state
+        .store
+        .clone()
+        .ok_or_else(|| OllamaError(ApiError::invalid("this server has no model store")))?;
+    let failed = |e: PullError| match e {
+        PullError::BadSpec(m) => OllamaError(ApiError::invalid(m)),
+        PullError::Digest { .. } => OllamaError(ApiError::Invalid { code: "digest_mismatch", message: e.to_string() }),
+        other => OllamaError(ApiError::Unavailable(other.to_string())),
+    };
+    if body.stream == Some(false) {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        download(&store, &spec, quantize, tx).await.map_err(failed)?;
+        return Ok(Json(json!({"status": "success"})).into_response());
+    }
+    let lines = async_stream::stream! {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        yield json!({"status": format!("pulling {}", spec.url)});
+        let work = download(&store, &spec, quantize, tx);
+        tokio::pin!(work);
+        let result = loop {
+            tokio::select! {
+                Some(ev) = rx.recv() => yield pull_line(&ev),
+                r = &mut work => break r,
+            }
+        };
+        while let Ok(ev) = rx.try_recv() {
+            yield pull_line(&ev);
+        }
+        match result {
+            Ok(_) => yield json!({"status": "success"}),
+            Err(e) => yield json!({"error": e.to_string()}),
+        }
+    }
+    .map(|v| {
+        let mut bytes = serde_json::to_vec(&v).unwrap_or_default();
+        bytes.push(b'\n');
+        Ok::<Bytes, std::convert::Infallible>(Bytes::from(bytes))
+    });
+    let mut resp = Response::new(Body::from_stream(lines));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),

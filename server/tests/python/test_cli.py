@@ -135,6 +135,35 @@ class CliTest(unittest.TestCase):
             child.close()
         self.assertEqual(child.exitstatus, 0)
 
+    def test_pull_from_a_local_http_server(self):
+        import functools
+        import hashlib
+        import http.server
+        import threading
+        import time
+        src = os.path.join(SERVER.home.name, "models", MODEL.replace(":", "-"))
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=src)
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        try:
+            with open(os.path.join(src, "model.gguf"), "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            url = f"http://127.0.0.1:{httpd.server_address[1]}/model.gguf@sha256:{digest}"
+            t = time.time()
+            r = kinko("pull", url, "--name", "pulled:1")
+            took = time.time() - t
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("success", r.stdout)
+            print(f"\npull of {os.path.getsize(os.path.join(src, 'model.gguf'))} bytes over loopback: {took:.2f} s")
+            self.assertIn("pulled:1", kinko("list").stdout)
+            bad = kinko("pull", url.replace(digest, "0" * 64), "--name", "pulled:2")
+            self.assertNotEqual(bad.returncode, 0)
+            self.assertIn("digest mismatch", bad.stderr)
+            self.assertNotIn("pulled:2", kinko("list").stdout)
+            kinko("rm", "pulled:1")
+        finally:
+            httpd.shutdown()
+
     def test_no_server_is_a_clear_message(self):
         r = kinko("list", host=f"http://127.0.0.1:{free_port()}")
         self.assertNotEqual(r.returncode, 0)
