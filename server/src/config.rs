@@ -182,6 +182,13 @@ pub struct ServeConfig {
     /// accepts only localhost names and addresses otherwise (DNS rebinding).
     #[arg(long, env = "KINKO_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
+    /// How long a model stays loaded after its last answer (`5m`, `30s`,
+    /// `0` for not at all, `-1` for ever); requests may ask for another.
+    #[arg(long, env = "KINKO_MODEL_KEEP_ALIVE", default_value = "5m")]
+    pub model_keep_alive: String,
+    /// The most models held in memory at once; the least recently used goes.
+    #[arg(long, env = "KINKO_MAX_LOADED_MODELS", default_value_t = 2)]
+    pub max_loaded_models: usize,
     /// Where `hf.co/ORG/REPO:FILE` model names are downloaded from.
     #[arg(long, env = "KINKO_HF_ENDPOINT", default_value = "https://huggingface.co")]
     pub hf_endpoint: String,

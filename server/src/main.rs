@@ -6,7 +6,7 @@ use clap::Parser;
 use kinko::config::{Cli, Command, EngineKind, ServeConfig};
 use kinko::engine::fake::{FakeConfig, FakeEngine};
 use kinko::engine::mistral::MistralEngine;
-use kinko::engine::ChatEngine;
+use kinko::engine::{ChatEngine, KeepAlive};
 use kinko::metrics::Metrics;
 use kinko::models::quantize::Target;
 use kinko::models::{ImportOutcome, ModelStore};
@@ -120,7 +120,19 @@ async fn serve(mut config: ServeConfig, store: ModelStore) -> anyhow::Result<()>
     let metrics = Metrics::new();
     let served_store = (config.engine == EngineKind::Mistral).then(|| store.clone());
     let (engine, name): (Arc<dyn ChatEngine>, &'static str) = match config.engine {
-        EngineKind::Mistral => (Arc::new(MistralEngine::new(store, metrics.clone())), "mistral"),
+        EngineKind::Mistral => {
+            let keep_alive = KeepAlive::parse(&serde_json::Value::String(config.model_keep_alive.clone()))
+                .with_context(|| format!("--model-keep-alive `{}` is not a duration like 5m", config.model_keep_alive))?;
+            (
+                Arc::new(MistralEngine::with_limits(
+                    store,
+                    metrics.clone(),
+                    keep_alive,
+                    config.max_loaded_models,
+                )),
+                "mistral",
+            )
+        }
         EngineKind::Fake => (
             Arc::new(FakeEngine::new(
                 FakeConfig {

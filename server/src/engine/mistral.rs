@@ -9,7 +9,8 @@
 //! their own task because cancelling one mid-flight panics the engine thread.
 
 use super::{
-    ChatEngine, EngineError, EngineEvent, EngineRequest, ModelInfo, Sampling, TokenStream,
+    ChatEngine, EngineError, EngineEvent, EngineRequest, KeepAlive, ModelInfo, Sampling,
+    TokenStream,
 };
 use crate::metrics::Metrics;
 use crate::models::{InstalledModel, ModelStore};
@@ -27,22 +28,111 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 /// How many responses may wait between the engine and our forwarder.
 const ENGINE_BUFFER: usize = 64;
 
+/// One model slot: loaded at most once, kept while used or kept alive.
+struct Entry {
+    cell: Arc<OnceCell<Arc<Model>>>,
+    last_used: std::time::Instant,
+    keep_alive: KeepAlive,
+}
+
+impl Entry {
+    /// Whether an answer holds the model now.
+    fn in_use(&self) -> bool {
+        self.cell.get().is_some_and(|m| Arc::strong_count(m) > 1)
+    }
+
+    fn expires(&self) -> Option<std::time::Instant> {
+        match self.keep_alive {
+            KeepAlive::For(d) => Some(self.last_used + d),
+            KeepAlive::Forever => None,
+        }
+    }
+}
+
+type Loaded = Arc<Mutex<HashMap<String, Entry>>>;
+
 /// The mistral.rs engine over the model store.
 pub struct MistralEngine {
     store: ModelStore,
     metrics: Metrics,
     max_num_seqs: usize,
-    loaded: Mutex<HashMap<String, Arc<OnceCell<Arc<Model>>>>>,
+    keep_alive: KeepAlive,
+    max_loaded: usize,
+    loaded: Loaded,
+    reaper: std::sync::Once,
 }
 
 impl MistralEngine {
     /// An engine serving the models of `store`; nothing is loaded yet.
+    /// Models stay loaded 5 minutes after their last use, two at most.
     pub fn new(store: ModelStore, metrics: Metrics) -> Self {
+        Self::with_limits(store, metrics, KeepAlive::For(std::time::Duration::from_secs(300)), 2)
+    }
+
+    /// Like [`MistralEngine::new`] with the default keep-alive and the most
+    /// models held in memory at once (the least recently used goes first).
+    pub fn with_limits(store: ModelStore, metrics: Metrics, keep_alive: KeepAlive, max_loaded: usize) -> Self {
         Self {
             store,
             metrics,
             max_num_seqs: 16,
-            loaded: Mutex::new(HashMap::new()),
+            keep_alive,
+            max_loaded: max_loaded.max(1),
+            loaded: Arc::new(Mutex::new(HashMap::new())),
+            reaper: std::sync::Once::new(),
+        }
+    }
+
+    /// Once, from within the runtime: a task that unloads models whose
+    /// keep-alive ran out while no answer used them.
+    fn start_reaper(&self) {
+        let loaded = Arc::downgrade(&self.loaded);
+        self.reaper.call_once(|| {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    let Some(loaded) = loaded.upgrade() else { return };
+                    let now = std::time::Instant::now();
+                    let mut map = loaded.lock().await;
+                    map.retain(|name, e| {
+                        if e.in_use() {
+                            // Being used counts as used: the keep-alive
+                            // runs from the end of the last answer.
+                            e.last_used = now;
+                            return true;
+                        }
+                        let expired = e.cell.initialized() && e.expires().is_some_and(|t| t <= now);
+                        if expired {
+                            tracing::info!(model = %name, "keep-alive over: unloading");
+                        }
+                        !expired
+                    });
+                }
+            });
+        });
+    }
+
+    /// Make room for one more model: drop the least recently used ones that
+    /// no answer is using.
+    fn evict_for_one_more(&self, map: &mut HashMap<String, Entry>, keep: &str) {
+        loop {
+            let loaded = map.values().filter(|e| e.cell.initialized()).count();
+            if loaded < self.max_loaded {
+                return;
+            }
+            let victim = map
+                .iter()
+                .filter(|(n, e)| n.as_str() != keep && e.cell.initialized() && !e.in_use())
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(n, _)| n.clone());
+            match victim {
+                Some(v) => {
+                    tracing::info!(model = %v, "unloading the least recently used model");
+                    map.remove(&v);
+                }
+                None => return,
+            }
         }
     }
 
@@ -54,11 +144,29 @@ impl MistralEngine {
 
     /// The loaded model called `name`, loading it on first use.
     pub async fn model(&self, name: &str) -> Result<Arc<Model>, EngineError> {
+        self.model_kept(name, None).await
+    }
+
+    async fn model_kept(&self, name: &str, keep_alive: Option<KeepAlive>) -> Result<Arc<Model>, EngineError> {
+        self.start_reaper();
         let installed = self.installed(name)?;
         let key = installed.manifest.name.clone();
         let cell = {
             let mut loaded = self.loaded.lock().await;
-            loaded.entry(key.clone()).or_default().clone()
+            if !loaded.get(&key).is_some_and(|e| e.cell.initialized()) {
+                self.evict_for_one_more(&mut loaded, &key);
+            }
+            let default = self.keep_alive;
+            let entry = loaded.entry(key.clone()).or_insert_with(|| Entry {
+                cell: Arc::default(),
+                last_used: std::time::Instant::now(),
+                keep_alive: default,
+            });
+            entry.last_used = std::time::Instant::now();
+            if let Some(k) = keep_alive {
+                entry.keep_alive = k;
+            }
+            entry.cell.clone()
         };
         let max_num_seqs = self.max_num_seqs;
         cell.get_or_try_init(|| load(installed, max_num_seqs))
@@ -132,30 +240,38 @@ fn finish_reason(engine_reason: &str) -> FinishReason {
 
 #[async_trait]
 impl ChatEngine for MistralEngine {
-    async fn ensure_loaded(&self, model: &str) -> Result<std::time::Duration, EngineError> {
+    async fn ensure_loaded(
+        &self,
+        model: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<std::time::Duration, EngineError> {
         let installed = self.installed(model)?;
         let already = {
             let loaded = self.loaded.lock().await;
             loaded
                 .get(&installed.manifest.name)
-                .is_some_and(|cell| cell.initialized())
+                .is_some_and(|e| e.cell.initialized())
         };
-        if already {
-            return Ok(std::time::Duration::ZERO);
-        }
         let started = std::time::Instant::now();
-        self.model(model).await?;
-        Ok(started.elapsed())
+        self.model_kept(model, keep_alive).await?;
+        Ok(if already {
+            std::time::Duration::ZERO
+        } else {
+            started.elapsed()
+        })
     }
 
     async fn loaded_models(&self) -> Vec<super::LoadedModel> {
         let loaded = self.loaded.lock().await;
+        let now = std::time::Instant::now();
         let mut names: Vec<super::LoadedModel> = loaded
             .iter()
-            .filter(|(_, cell)| cell.initialized())
-            .map(|(name, _)| super::LoadedModel {
+            .filter(|(_, e)| e.cell.initialized())
+            .map(|(name, e)| super::LoadedModel {
                 name: name.clone(),
-                expires_at: None,
+                expires_at: e.expires().map(|t| {
+                    std::time::SystemTime::now() + t.saturating_duration_since(now)
+                }),
             })
             .collect();
         names.sort_by(|a, b| a.name.cmp(&b.name));

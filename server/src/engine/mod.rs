@@ -90,6 +90,49 @@ pub enum EngineEvent {
 /// A generation in progress; drop it to cancel.
 pub type TokenStream = BoxStream<'static, Result<EngineEvent, EngineError>>;
 
+/// How long a model stays loaded after its last use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    /// This long (zero: unload as soon as the answer ends).
+    For(std::time::Duration),
+    /// Until evicted or the server stops.
+    Forever,
+}
+
+impl KeepAlive {
+    /// Parse Ollama's forms: seconds as a number (negative: forever), or a
+    /// duration string like `300ms`, `30s`, `5m`, `1h`, `0`, `-1`.
+    pub fn parse(v: &serde_json::Value) -> Option<Self> {
+        let secs = |s: f64| {
+            if s < 0.0 {
+                Some(KeepAlive::Forever)
+            } else {
+                std::time::Duration::try_from_secs_f64(s).ok().map(KeepAlive::For)
+            }
+        };
+        match v {
+            serde_json::Value::Number(n) => n.as_f64().and_then(secs),
+            serde_json::Value::String(s) => {
+                let s = s.trim();
+                let (num, unit) = s
+                    .find(|c: char| c.is_ascii_alphabetic())
+                    .map(|i| s.split_at(i))
+                    .unwrap_or((s, "s"));
+                let n: f64 = num.trim().parse().ok()?;
+                let factor = match unit {
+                    "ms" => 0.001,
+                    "s" => 1.0,
+                    "m" => 60.0,
+                    "h" => 3600.0,
+                    _ => return None,
+                };
+                secs(n * factor)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A model held in memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedModel {
@@ -104,8 +147,12 @@ pub struct LoadedModel {
 pub trait ChatEngine: Send + Sync + 'static {
     /// Load `model` if it is not loaded yet; returns the time spent loading
     /// (zero when it was already loaded).
-    async fn ensure_loaded(&self, model: &str) -> Result<std::time::Duration, EngineError> {
-        let _ = model;
+    async fn ensure_loaded(
+        &self,
+        model: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<std::time::Duration, EngineError> {
+        let _ = (model, keep_alive);
         Ok(std::time::Duration::ZERO)
     }
     /// The models held in memory now.
@@ -123,4 +170,25 @@ pub trait ChatEngine: Send + Sync + 'static {
         -> Result<usize, EngineError>;
     /// Start generating. The stream ends after `Done` or an error.
     async fn stream(&self, req: EngineRequest) -> Result<TokenStream, EngineError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeepAlive;
+    use serde_json::json;
+    use std::time::Duration;
+
+    #[test]
+    fn keep_alive_forms() {
+        assert_eq!(KeepAlive::parse(&json!("5m")), Some(KeepAlive::For(Duration::from_secs(300))));
+        assert_eq!(KeepAlive::parse(&json!("30s")), Some(KeepAlive::For(Duration::from_secs(30))));
+        assert_eq!(KeepAlive::parse(&json!("1h")), Some(KeepAlive::For(Duration::from_secs(3600))));
+        assert_eq!(KeepAlive::parse(&json!("0")), Some(KeepAlive::For(Duration::ZERO)));
+        assert_eq!(KeepAlive::parse(&json!(0)), Some(KeepAlive::For(Duration::ZERO)));
+        assert_eq!(KeepAlive::parse(&json!(90)), Some(KeepAlive::For(Duration::from_secs(90))));
+        assert_eq!(KeepAlive::parse(&json!(-1)), Some(KeepAlive::Forever));
+        assert_eq!(KeepAlive::parse(&json!("-1m")), Some(KeepAlive::Forever));
+        assert_eq!(KeepAlive::parse(&json!("soon")), None);
+        assert_eq!(KeepAlive::parse(&json!("5d")), None);
+    }
 }

@@ -1,7 +1,7 @@
 //! `POST /api/chat/stream`: validate, resolve the model, fit the history
 //! window, start the engine, and relay its tokens as SSE.
 
-use crate::engine::{EngineRequest, Sampling};
+use crate::engine::{EngineRequest, KeepAlive as ModelKeepAlive, Sampling};
 use crate::error::{ApiError, ApiJson};
 use crate::history::{HistoryWindow, TrimError};
 use crate::models::normalize_name;
@@ -109,8 +109,19 @@ pub struct Answer {
 /// OpenAI's) answers through here, so all share the same guard rails.
 pub async fn start_answer(
     state: &AppState,
+    req: ChatRequest,
+    started: Instant,
+) -> Result<Answer, ApiError> {
+    start_answer_kept(state, req, started, None).await
+}
+
+/// [`start_answer`], keeping the model loaded for `keep_alive` afterwards
+/// (instead of the server's default).
+pub async fn start_answer_kept(
+    state: &AppState,
     mut req: ChatRequest,
     started: Instant,
+    keep_alive: Option<ModelKeepAlive>,
 ) -> Result<Answer, ApiError> {
     let config = &state.config;
     apply_preset(state, &mut req).await;
@@ -135,7 +146,7 @@ pub async fn start_answer(
         .find(|m| m.name == name)
         .ok_or_else(|| ApiError::UnknownModel(req.model.clone()))?;
 
-    let load_ms = state.engine.ensure_loaded(&name).await?.as_secs_f64() * 1000.0;
+    let load_ms = state.engine.ensure_loaded(&name, keep_alive).await?.as_secs_f64() * 1000.0;
     let window = HistoryWindow {
         context_length: info.context_length,
         max_tokens,

@@ -4,7 +4,8 @@
 //! (validation, history window, load limits, timeouts, cancellation).
 //! Errors use Ollama's shape, `{"error": "message"}`.
 
-use super::chat::{start_answer, Answer};
+use super::chat::{start_answer_kept, Answer};
+use crate::engine::KeepAlive;
 use crate::error::ApiError;
 use crate::models::{normalize_name, InstalledModel};
 use crate::sse::ChatEvent;
@@ -162,6 +163,8 @@ struct OllamaMessage {
 struct ChatBody {
     model: String,
     #[serde(default)]
+    keep_alive: Option<Value>,
+    #[serde(default)]
     messages: Vec<OllamaMessage>,
     #[serde(default)]
     stream: Option<bool>,
@@ -172,6 +175,8 @@ struct ChatBody {
 #[derive(Debug, Deserialize)]
 struct GenerateBody {
     model: String,
+    #[serde(default)]
+    keep_alive: Option<Value>,
     #[serde(default)]
     prompt: String,
     #[serde(default)]
@@ -302,13 +307,39 @@ async fn respond(answer: Answer, shape: Shape, stream: bool, started: Instant) -
     resp
 }
 
-fn load_only(shape: Shape, model: &str) -> Response {
-    let mut v = piece(shape, model, "");
+fn keep_alive(v: Option<&Value>) -> OResult<Option<KeepAlive>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => KeepAlive::parse(v).map(Some).ok_or_else(|| {
+            OllamaError(ApiError::invalid(format!(
+                "keep_alive `{v}` is not a duration (e.g. \"5m\", 300, 0, -1)"
+            )))
+        }),
+    }
+}
+
+/// A request without a prompt loads the model, or with `keep_alive: 0`
+/// unloads it, as Ollama's does.
+async fn load_or_unload(
+    state: &AppState,
+    model: &str,
+    keep_alive: Option<KeepAlive>,
+    shape: Shape,
+) -> OResult<Response> {
+    let name = resolve(state, model).await?;
+    let reason = if keep_alive == Some(KeepAlive::For(std::time::Duration::ZERO)) {
+        state.engine.unload(&name).await;
+        "unload"
+    } else {
+        state.engine.ensure_loaded(&name, keep_alive).await.map_err(ApiError::from)?;
+        "load"
+    };
+    let mut v = piece(shape, &name, "");
     if let Some(o) = v.as_object_mut() {
         o.insert("done".into(), json!(true));
-        o.insert("done_reason".into(), json!("load"));
+        o.insert("done_reason".into(), json!(reason));
     }
-    Json(v).into_response()
+    Ok(Json(v).into_response())
 }
 
 async fn chat(
@@ -317,10 +348,9 @@ async fn chat(
 ) -> OResult<Response> {
     let started = Instant::now();
     let stream = body.stream.unwrap_or(true);
+    let keep_alive = keep_alive(body.keep_alive.as_ref())?;
     if body.messages.is_empty() {
-        let name = resolve(&state, &body.model).await?;
-        state.engine.ensure_loaded(&name).await.map_err(ApiError::from)?;
-        return Ok(load_only(Shape::Chat, &name));
+        return load_or_unload(&state, &body.model, keep_alive, Shape::Chat).await;
     }
     let messages = body
         .messages
@@ -332,7 +362,7 @@ async fn chat(
         messages,
         options: options(body.options.as_ref())?,
     };
-    let answer = start_answer(&state, req, started).await?;
+    let answer = start_answer_kept(&state, req, started, keep_alive).await?;
     Ok(respond(answer, Shape::Chat, stream, started).await)
 }
 
@@ -342,10 +372,9 @@ async fn generate(
 ) -> OResult<Response> {
     let started = Instant::now();
     let stream = body.stream.unwrap_or(true);
+    let keep_alive = keep_alive(body.keep_alive.as_ref())?;
     if body.prompt.trim().is_empty() {
-        let name = resolve(&state, &body.model).await?;
-        state.engine.ensure_loaded(&name).await.map_err(ApiError::from)?;
-        return Ok(load_only(Shape::Generate, &name));
+        return load_or_unload(&state, &body.model, keep_alive, Shape::Generate).await;
     }
     let mut messages = Vec::new();
     if let Some(system) = body.system.filter(|s| !s.trim().is_empty()) {
@@ -357,7 +386,7 @@ async fn generate(
         messages,
         options: options(body.options.as_ref())?,
     };
-    let answer = start_answer(&state, req, started).await?;
+    let answer = start_answer_kept(&state, req, started, keep_alive).await?;
     Ok(respond(answer, Shape::Generate, stream, started).await)
 }
 

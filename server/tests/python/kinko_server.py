@@ -29,7 +29,8 @@ class KinkoServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [self.bin, "serve", "--addr", f"127.0.0.1:{self.port}"],
+            # One model in memory at a time, so eviction is exercised.
+            [self.bin, "serve", "--addr", f"127.0.0.1:{self.port}", "--max-loaded-models", "1"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 30
         while True:

@@ -81,6 +81,49 @@ class OllamaClientTest(unittest.TestCase):
         names = [m.model for m in self.client.ps().models]
         self.assertIn(MODEL, names)
 
+    def loaded(self):
+        return [m.model for m in self.client.ps().models]
+
+    def wait_unloaded(self, name):
+        import time
+        deadline = time.time() + 5
+        while name in self.loaded():
+            self.assertLess(time.time(), deadline, f"{name} is still loaded")
+            time.sleep(0.1)
+
+    def test_keep_alive(self):
+        import datetime
+        # Default keep-alive: about five minutes from now.
+        self.client.generate(model=MODEL, prompt="Hi", options={"num_predict": 2})
+        m = [m for m in self.client.ps().models if m.model == MODEL][0]
+        left = (m.expires_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+        self.assertTrue(240 < left <= 300, left)
+        # keep_alive 0 on an answer: unloaded once the answer ends.
+        self.client.generate(model=MODEL, prompt="Hi", options={"num_predict": 2}, keep_alive=0)
+        self.wait_unloaded(MODEL)
+        # No prompt loads; no prompt with keep_alive 0 unloads.
+        r = self.client.generate(model=MODEL)
+        self.assertEqual(r.done_reason, "load")
+        self.assertIn(MODEL, self.loaded())
+        r = self.client.generate(model=MODEL, keep_alive=0)
+        self.assertEqual(r.done_reason, "unload")
+        self.assertNotIn(MODEL, self.loaded())
+        # A short keep-alive runs out by itself.
+        self.client.generate(model=MODEL, prompt="Hi", options={"num_predict": 2}, keep_alive="1s")
+        self.assertIn(MODEL, self.loaded())
+        self.wait_unloaded(MODEL)
+
+    def test_the_least_recently_used_model_is_evicted(self):
+        # The server holds one model at a time (--max-loaded-models 1).
+        self.client.copy(MODEL, "twin:lru")
+        try:
+            self.client.generate(model=MODEL, prompt="Hi", options={"num_predict": 2})
+            self.assertEqual(self.loaded(), [MODEL])
+            self.client.generate(model="twin:lru", prompt="Hi", options={"num_predict": 2})
+            self.assertEqual(self.loaded(), ["twin:lru"])
+        finally:
+            self.client.delete("twin:lru")
+
     def test_copy_then_delete(self):
         self.client.copy(MODEL, "smollm2-copy:test")
         names = [m.model for m in self.client.list().models]
