@@ -242,7 +242,7 @@ impl Client {
                         println!("success");
                         return Ok(());
                     }
-                    other => bar.println(other.to_string()),
+                    other => bar.println(other),
                 }
             }
         }

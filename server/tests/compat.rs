@@ -131,3 +131,20 @@ async fn a_non_streaming_call_is_cancelled_when_its_client_goes_away() {
     assert_eq!(engine.log().completed(), 0);
     assert_eq!(metrics.active_streams(), 0);
 }
+
+#[tokio::test]
+async fn head_on_the_root_answers_like_ollama() {
+    let (state, _, _) = fake_state(FakeConfig::default(), ServeConfig::default());
+    let resp = kinko::router(state)
+        .oneshot(Request::head("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (state, _, _) = fake_state(FakeConfig::default(), ServeConfig::default());
+    let resp = kinko::api_router(state)
+        .oneshot(Request::get("/api/version").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+}

@@ -81,10 +81,33 @@ class CliTest(unittest.TestCase):
         self.assertLessEqual(preset["eval_count"], 24)
         again = api("/api/chat", {"model": "pirate", "messages": q, "stream": False})
         self.assertEqual(again["message"]["content"], preset["message"]["content"])
+        # Presets are models like any other: the UI's picker lists them.
+        with urllib.request.urlopen(f"{SERVER.url}/api/models") as resp:
+            self.assertIn("pirate:latest", [m["name"] for m in json.loads(resp.read())["models"]])
         r = kinko("run", "pirate", "Who are you?")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.strip(), preset["message"]["content"].strip())
         self.assertEqual(kinko("rm", "pirate").returncode, 0)
+
+    def test_create_from_a_gguf_path_with_requantization(self):
+        import time
+        src = os.path.join(SERVER.home.name, "models", MODEL.replace(":", "-"), "model.gguf")
+        with tempfile.TemporaryDirectory() as d:
+            os.symlink(src, os.path.join(d, "base.gguf"))
+            path = os.path.join(d, "Modelfile")
+            with open(path, "w") as f:
+                f.write("FROM ./base.gguf\nPARAMETER num_predict 8\n")
+            t = time.time()
+            r = kinko("create", "small:q4", "-f", path, "--quantize", "q4_0")
+            print(f"\ncreate --quantize q4_0 from a {os.path.getsize(src)}-byte GGUF: {time.time() - t:.2f} s")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        listed = [l for l in kinko("list").stdout.splitlines() if l.startswith("small:q4")]
+        self.assertEqual(len(listed), 1)
+        self.assertIn("Q4_0", listed[0])
+        r = kinko("run", "small:q4", "Say hi.")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.strip())
+        kinko("rm", "small:q4")
 
     def test_a_bad_modelfile_names_its_line(self):
         with tempfile.TemporaryDirectory() as d:
