@@ -65,6 +65,12 @@ pub struct ChatOptions {
     /// Penalty on tokens already present (1 = none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_penalty: Option<f32>,
+    /// The answer ends at the first of these strings (not shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
+    /// Use at most this much of the model's context window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_ctx: Option<usize>,
 }
 
 /// Body of `POST /api/chat/stream`.

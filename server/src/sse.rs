@@ -25,6 +25,62 @@ pub struct Timeouts {
     pub answer: Duration,
 }
 
+/// Stop strings, applied to the text as it streams: the answer ends at the
+/// first one, which is never shown. Text that might be the start of a stop
+/// string is held back until the next piece decides.
+#[derive(Debug, Clone, Default)]
+pub struct StopFilter {
+    stops: Vec<String>,
+    pending: String,
+}
+
+impl StopFilter {
+    /// A filter for `stops` (empty strings are ignored).
+    pub fn new(stops: Vec<String>) -> Self {
+        Self {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            pending: String::new(),
+        }
+    }
+
+    /// Add `text`; returns what may be shown now, and whether a stop string
+    /// was reached (then nothing after it may be shown).
+    pub fn push(&mut self, text: &str) -> (String, bool) {
+        self.pending.push_str(text);
+        if self.stops.is_empty() {
+            return (std::mem::take(&mut self.pending), false);
+        }
+        let hit = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min();
+        if let Some(at) = hit {
+            let shown = self.pending[..at].to_string();
+            self.pending.clear();
+            return (shown, true);
+        }
+        // Hold back the longest tail that begins some stop string.
+        let mut keep = 0;
+        for s in &self.stops {
+            for (i, _) in s.char_indices().skip(1) {
+                if self.pending.ends_with(&s[..i]) {
+                    keep = keep.max(i);
+                }
+            }
+        }
+        let cut = self.pending.len() - keep;
+        let shown = self.pending[..cut].to_string();
+        self.pending.drain(..cut);
+        (shown, false)
+    }
+
+    /// The held-back text, once the answer has ended without a stop string.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+}
+
 /// One SSE event of the chat protocol, before framing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatEvent {
@@ -87,6 +143,7 @@ pub fn relay(
     timeouts: Timeouts,
     started: Instant,
     mut shutdown: watch::Receiver<bool>,
+    mut stop: StopFilter,
 ) -> impl Stream<Item = ChatEvent> + Send + 'static {
     async_stream::stream! {
         let prompt_tokens = meta.prompt_tokens;
@@ -122,9 +179,28 @@ pub fn relay(
                         first_token_at = Some(Instant::now());
                     }
                     deltas += 1;
-                    yield ChatEvent::Delta(DeltaEvent { text });
+                    let (shown, stopped) = stop.push(&text);
+                    if !shown.is_empty() {
+                        yield ChatEvent::Delta(DeltaEvent { text: shown });
+                    }
+                    if stopped {
+                        // A stop string: the answer ends here; the engine
+                        // stream is dropped, so generation stops too.
+                        drop(std::mem::replace(&mut tokens, Box::pin(futures::stream::empty())));
+                        guard.finish(FinishReason::Stop);
+                        yield ChatEvent::Done(DoneEvent {
+                            finish_reason: FinishReason::Stop,
+                            usage: Usage { prompt_tokens, completion_tokens: deltas },
+                            timings: timings(started, first_token_at, deltas),
+                        });
+                        break;
+                    }
                 }
                 Ok(Some(Ok(EngineEvent::Done { reason, usage }))) => {
+                    let rest = stop.finish();
+                    if !rest.is_empty() {
+                        yield ChatEvent::Delta(DeltaEvent { text: rest });
+                    }
                     guard.finish(reason);
                     let usage = if usage.completion_tokens == 0 && deltas > 0 {
                         Usage { prompt_tokens, completion_tokens: deltas }
@@ -232,7 +308,7 @@ mod tests {
         let metrics = Metrics::new();
         let tokens: TokenStream = Box::pin(futures::stream::iter(items));
         let (_tx, rx) = watch::channel(false);
-        let events = relay(meta(), tokens, metrics.stream_started(), timeouts(1000), Instant::now(), rx)
+        let events = relay(meta(), tokens, metrics.stream_started(), timeouts(1000), Instant::now(), rx, StopFilter::default())
             .collect()
             .await;
         (events, metrics)
@@ -279,7 +355,7 @@ mod tests {
         let tokens: TokenStream = Box::pin(futures::stream::pending());
         let (_tx, rx) = watch::channel(false);
         let events: Vec<_> =
-            relay(meta(), tokens, metrics.stream_started(), timeouts(50), Instant::now(), rx)
+            relay(meta(), tokens, metrics.stream_started(), timeouts(50), Instant::now(), rx, StopFilter::default())
                 .collect()
                 .await;
         let names: Vec<_> = events.iter().map(ChatEvent::name).collect();
@@ -295,7 +371,7 @@ mod tests {
         let tokens: TokenStream = Box::pin(futures::stream::pending());
         let (tx, rx) = watch::channel(false);
         let events = tokio::spawn(
-            relay(meta(), tokens, metrics.stream_started(), timeouts(60_000), Instant::now(), rx)
+            relay(meta(), tokens, metrics.stream_started(), timeouts(60_000), Instant::now(), rx, StopFilter::default())
                 .collect::<Vec<_>>(),
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -305,5 +381,20 @@ mod tests {
         assert_eq!(names, ["meta", "error", "done"]);
         assert!(matches!(&events[1], ChatEvent::Error(e) if e.code == "shutting_down"));
         assert_eq!(metrics.finished_total(FinishReason::Cancelled), 1);
+    }
+
+    #[test]
+    fn stop_strings_end_the_text_and_are_never_shown() {
+        let mut f = StopFilter::new(vec!["<|end|>".into(), "User:".into()]);
+        assert_eq!(f.push("Hello"), ("Hello".into(), false));
+        assert_eq!(f.push(" wor<|e"), (" wor".into(), false), "a possible start is held back");
+        assert_eq!(f.push("nd|> tail"), (String::new(), true));
+        let mut f = StopFilter::new(vec!["User:".into()]);
+        assert_eq!(f.push("a Us"), ("a ".into(), false));
+        assert_eq!(f.push("e the"), ("Use the".into(), false), "not a stop after all");
+        assert_eq!(f.push(" end U"), (" end ".into(), false));
+        assert_eq!(f.finish(), "U");
+        let mut none = StopFilter::new(vec![]);
+        assert_eq!(none.push("x"), ("x".into(), false));
     }
 }

@@ -148,3 +148,34 @@ async fn head_on_the_root_answers_like_ollama() {
     let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
 }
+
+#[tokio::test]
+async fn stop_strings_end_the_answer_unseen_and_stop_the_engine() {
+    let fake = FakeConfig { token_delay: Duration::from_millis(5), min_tokens: 500, ..FakeConfig::default() };
+    let (state, engine, _) = fake_state(fake, ServeConfig::default());
+    let app = kinko::api_router(state);
+    let resp = app
+        .oneshot(
+            Request::post("/api/chat")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(json!({"model": "fake", "stream": false, "options": {"stop": ["word3"], "num_predict": 500}, "messages": [{"role": "user", "content": "go"}]}).to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["message"]["content"], "Turn 1. You said: go word1 word2 ");
+    assert_eq!(v["done_reason"], "stop");
+    for _ in 0..100 {
+        if engine.log().cancelled() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(engine.log().cancelled(), 1, "the engine stopped at the stop string");
+    // OpenAI's `stop` takes a plain string too.
+    let (status, text) = post("/v1/chat/completions", json!({"model": "fake", "stop": "said", "messages": [{"role": "user", "content": "x"}]})).await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "Turn 1. You ");
+}

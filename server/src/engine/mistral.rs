@@ -18,7 +18,7 @@ use app::api::{ChatMessage, FinishReason, Role, Usage};
 use async_trait::async_trait;
 use mistralrs::{
     Constraint, GgufModelBuilder, Model, NormalRequest, Request, RequestLike, Response,
-    SamplingParams, TextMessageRole, TextMessages,
+    SamplingParams, StopTokens, TextMessageRole, TextMessages,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -222,6 +222,9 @@ fn sampling_params(s: &Sampling) -> SamplingParams {
     let mut params = SamplingParams::deterministic();
     params.max_len = Some(s.max_tokens);
     params.repetition_penalty = s.repeat_penalty.filter(|p| *p != 1.0);
+    if !s.stop.is_empty() {
+        params.stop_toks = Some(StopTokens::Seqs(s.stop.clone()));
+    }
     if s.temperature > 0.0 {
         params.temperature = Some(s.temperature);
         params.top_k = s.top_k;

@@ -44,6 +44,8 @@ pub struct Sampling {
     pub max_tokens: usize,
     /// Penalty on tokens already present (1 or none = off).
     pub repeat_penalty: Option<f32>,
+    /// Stop strings (the relay also cuts the text at them).
+    pub stop: Vec<String>,
 }
 
 impl Sampling {
@@ -55,6 +57,7 @@ impl Sampling {
             top_k: None,
             max_tokens,
             repeat_penalty: None,
+            stop: Vec::new(),
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::engine::{EngineRequest, KeepAlive as ModelKeepAlive, Sampling};
 use crate::error::{ApiError, ApiJson};
 use crate::history::{HistoryWindow, TrimError};
 use crate::models::normalize_name;
-use crate::sse::{relay, sse_events, ChatEvent, Timeouts};
+use crate::sse::{relay, sse_events, ChatEvent, StopFilter, Timeouts};
 use crate::AppState;
 use app::api::{ChatOptions, ChatRequest, MetaEvent, Role};
 use axum::extract::State;
@@ -57,6 +57,13 @@ pub fn validate_options(
             )));
         }
     }
+    if let Some(stop) = &options.stop {
+        if stop.len() > 8 || stop.iter().any(|s| s.is_empty() || s.len() > 256) {
+            return Err(ApiError::invalid(
+                "options.stop takes at most 8 non-empty strings of up to 256 bytes",
+            ));
+        }
+    }
     let max_tokens = options
         .max_tokens
         .unwrap_or(default_max_tokens.min(max_tokens_cap));
@@ -91,6 +98,10 @@ async fn apply_preset(state: &AppState, req: &mut ChatRequest) {
     o.top_k = o.top_k.or(p.top_k);
     o.max_tokens = o.max_tokens.or(p.num_predict);
     o.repeat_penalty = o.repeat_penalty.or(p.repeat_penalty);
+    if o.stop.is_none() && !p.stop.is_empty() {
+        o.stop = Some(p.stop);
+    }
+    o.num_ctx = o.num_ctx.or(p.num_ctx);
 }
 
 /// An answer that passed every check and holds a generation slot: its
@@ -147,8 +158,12 @@ pub async fn start_answer_kept(
         .ok_or_else(|| ApiError::UnknownModel(req.model.clone()))?;
 
     let load_ms = state.engine.ensure_loaded(&name, keep_alive).await?.as_secs_f64() * 1000.0;
+    let context_length = match req.options.num_ctx {
+        Some(n) => n.min(info.context_length),
+        None => info.context_length,
+    };
     let window = HistoryWindow {
-        context_length: info.context_length,
+        context_length,
         max_tokens,
         margin: config.context_margin,
         max_messages: config.max_history_messages,
@@ -176,12 +191,14 @@ pub async fn start_answer_kept(
             waiting: busy.waiting,
             retry_after: 2,
         })?;
+    let stop = o.stop.clone().unwrap_or_default();
     let sampling = Sampling {
         temperature: o.temperature.unwrap_or(config.default_temperature),
         top_p: o.top_p.or(Some(config.default_top_p)),
         top_k: o.top_k.or(Some(config.default_top_k)),
         max_tokens,
         repeat_penalty: o.repeat_penalty.or(Some(config.default_repeat_penalty)),
+        stop: stop.clone(),
     };
     let tokens = state
         .engine
@@ -204,7 +221,15 @@ pub async fn start_answer_kept(
         between_tokens: config.token_timeout(),
         answer: config.answer_timeout(),
     };
-    let events = relay(meta.clone(), tokens, guard, timeouts, started, state.shutdown.clone())
+    let events = relay(
+        meta.clone(),
+        tokens,
+        guard,
+        timeouts,
+        started,
+        state.shutdown.clone(),
+        StopFilter::new(stop),
+    )
         // The slot is held until the answer ends or the client goes away.
         .map(move |event| {
             let _held = &slot;

@@ -141,6 +141,15 @@ fn options(map: Option<&Map<String, Value>>) -> OResult<ChatOptions> {
             "top_p" => o.top_p = Some(v.as_f64().ok_or_else(|| bad(k))?),
             "top_k" => o.top_k = Some(v.as_u64().ok_or_else(|| bad(k))? as usize),
             "repeat_penalty" => o.repeat_penalty = Some(v.as_f64().ok_or_else(|| bad(k))? as f32),
+            "num_ctx" => o.num_ctx = Some(v.as_u64().ok_or_else(|| bad(k))? as usize),
+            "stop" => {
+                let list = v.as_array().ok_or_else(|| bad(k))?;
+                o.stop = Some(
+                    list.iter()
+                        .map(|s| s.as_str().map(String::from).ok_or_else(|| bad(k)))
+                        .collect::<OResult<Vec<_>>>()?,
+                );
+            }
             "num_predict" => {
                 let n = v.as_i64().ok_or_else(|| bad(k))?;
                 // -1 (and -2) mean "as long as it takes": the server's default.

@@ -125,6 +125,9 @@ struct CompletionBody {
     max_completion_tokens: Option<usize>,
     #[serde(default)]
     n: Option<usize>,
+    /// A string or a list of strings.
+    #[serde(default)]
+    stop: Option<Value>,
 }
 
 fn to_message(m: Message) -> Result<ChatMessage, OpenAiError> {
@@ -191,15 +194,28 @@ async fn completions(
         .into_iter()
         .map(to_message)
         .collect::<Result<Vec<_>, _>>()?;
+    let stop = match body.stop {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(vec![s]),
+        Some(Value::Array(a)) => Some(
+            a.into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(ApiError::invalid("stop must be a string or a list of strings")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => return Err(ApiError::invalid("stop must be a string or a list of strings").into()),
+    };
     let req = ChatRequest {
         model: body.model,
         messages,
         options: ChatOptions {
             temperature: body.temperature,
             top_p: body.top_p,
-            top_k: None,
             max_tokens: body.max_completion_tokens.or(body.max_tokens),
-            repeat_penalty: None,
+            stop,
+            ..ChatOptions::default()
         },
     };
     let answer = start_answer(&state, req, started).await?;

@@ -69,6 +69,17 @@ class OllamaClientTest(unittest.TestCase):
         self.assertGreater(last.eval_count, 0)
         self.assertIn(last.done_reason, ("stop", "length"))
 
+    def test_stop_strings(self):
+        prompt = "Write three sentences about the ocean."
+        full = self.client.generate(model=MODEL, prompt=prompt, options={"temperature": 0, "num_predict": 40}).response
+        words = full.split()
+        self.assertGreater(len(words), 6, full)
+        stop = words[4]
+        cut = self.client.generate(model=MODEL, prompt=prompt, options={"temperature": 0, "num_predict": 40, "stop": [stop]})
+        self.assertEqual(cut.done_reason, "stop")
+        self.assertNotIn(stop, cut.response)
+        self.assertEqual(cut.response, full[:full.index(stop)])
+
     def test_generate(self):
         r = self.client.generate(model=MODEL, prompt="Say hello.", options=GREEDY)
         self.assertTrue(r.done)
