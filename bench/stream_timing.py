@@ -19,13 +19,13 @@ PROMPT = ("Write a long, detailed story about a lighthouse keeper who finds a "
           "mysterious glowing bottle on the beach one stormy night.")
 
 
-def one_run(url, model, max_tokens):
+def one_run(url, model, max_tokens, extra_options=None):
     u = urlparse(url)
     conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=600)
     body = json.dumps({
         "model": model,
         "messages": [{"role": "user", "content": PROMPT}],
-        "options": {"temperature": 0, "max_tokens": max_tokens},
+        "options": {"temperature": 0, "max_tokens": max_tokens, **(extra_options or {})},
     })
     t0 = time.perf_counter()
     conn.request("POST", "/api/chat/stream", body, {"Content-Type": "application/json"})

@@ -26,6 +26,15 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import ollama, openai
 fi
 (cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" "$venv/bin/python" -m unittest -v test_clients test_cli 2>&1) | tee "$logs/clients.log"
 
+log "benchmark smoke run (kinko, bare engine, llama.cpp: one short generation each)"
+bench_venv="$KINKO_CACHE/bench-venv"
+if [ ! -x "$bench_venv/bin/python" ] || ! "$bench_venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
+  log "building llama-cpp-python from source with native CPU flags (about 4 minutes, once)"
+  python3 -m venv "$bench_venv"
+  CMAKE_ARGS="-DGGML_NATIVE=ON" "$bench_venv/bin/pip" install --quiet --no-binary llama-cpp-python "llama-cpp-python==0.3.36"
+fi
+(cd "$KINKO_ROOT" && LLAMA_PYTHON="$bench_venv/bin/python" python3 bench/bench.py --smoke --json "$logs/bench-smoke.json" 2>&1) | tee "$logs/bench.log"
+
 log "tier 5: browser tests (Playwright, /usr/bin/chromium, the real binary)"
 (cd "$KINKO_ROOT/end2end" && KINKO_BIN="$KINKO_BIN" KINKO_SITE_ROOT="$KINKO_ROOT/target/site" \
   npx playwright test 2>&1) | tee "$logs/e2e.log"
@@ -35,6 +44,7 @@ while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
   sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$logs/cargo.log")
 clients_ran="$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} .*/\1/p' "$logs/clients.log" | tail -1)"
 passed=$((passed + ${clients_ran:-0}))
+grep -q "^bench smoke: 1 passed" "$logs/bench.log" && passed=$((passed + 1))
 e2e_passed="$(sed -n 's/^ *\([0-9]*\) passed.*/\1/p' "$logs/e2e.log" | tail -1)"
 e2e_failed="$(sed -n 's/^ *\([0-9]*\) failed.*/\1/p' "$logs/e2e.log" | tail -1)"
 log "cargo and client tests: $passed passed, $failed failed; browser tests: ${e2e_passed:-0} passed, ${e2e_failed:-0} failed"

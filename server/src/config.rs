@@ -85,6 +85,19 @@ pub enum Command {
         #[arg(long)]
         quantize: Option<String>,
     },
+    /// Benchmark helper: drive the bare engine (no HTTP) and print one JSON
+    /// line per generation. Used by bench/bench.py.
+    #[command(hide = true)]
+    BenchEngine {
+        /// The model.
+        model: String,
+        /// The user message.
+        #[arg(long)]
+        prompt: String,
+        /// Tokens to generate.
+        #[arg(long, default_value_t = 200)]
+        max_tokens: usize,
+    },
     /// Chat with a model: one answer to PROMPT, or an interactive session.
     Run {
         /// The model.

@@ -31,6 +31,7 @@ async fn run() -> anyhow::Result<()> {
     // Nothing is ever fetched from a model hub.
     std::env::set_var("HF_HUB_OFFLINE", "1");
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("kinko=info,tower_http=warn,mistralrs_core=error")),
@@ -67,6 +68,11 @@ async fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::BenchEngine {
+            model,
+            prompt,
+            max_tokens,
+        } => bench_engine(store, &model, &prompt, max_tokens).await,
         command => {
             let key = std::env::var("KINKO_API_KEY").ok().filter(|k| !k.is_empty());
             let client = kinko::cli::Client::new(&cli.host, key);
@@ -93,10 +99,60 @@ async fn run() -> anyhow::Result<()> {
                     let prompt = (!prompt.is_empty()).then(|| prompt.join(" "));
                     client.run(&model, prompt).await
                 }
-                Command::Serve(_) | Command::Import { .. } => Ok(()),
+                Command::Serve(_) | Command::Import { .. } | Command::BenchEngine { .. } => Ok(()),
             }
         }
     }
+}
+
+/// The bare engine as kinko drives it, without HTTP: one generation per
+/// line read from stdin, one JSON line of timings out.
+async fn bench_engine(store: ModelStore, model: &str, prompt: &str, max_tokens: usize) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use kinko::engine::{EngineEvent, EngineRequest, Sampling};
+    use tokio::io::AsyncBufReadExt;
+    let engine = MistralEngine::new(store, Metrics::new());
+    engine.ensure_loaded(model, Some(KeepAlive::Forever)).await?;
+    let messages = vec![app::api::ChatMessage::new(app::api::Role::User, prompt)];
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    println!("{}", serde_json::json!({"ready": true}));
+    while let Some(_cmd) = lines.next_line().await? {
+        let started = std::time::Instant::now();
+        let prompt_tokens = engine.count_tokens(model, &messages).await?;
+        let mut stream = engine
+            .stream(EngineRequest {
+                model: model.to_string(),
+                messages: messages.clone(),
+                sampling: Sampling::greedy(max_tokens),
+            })
+            .await?;
+        let mut first = None;
+        let mut tokens = 0usize;
+        while let Some(ev) = stream.next().await {
+            match ev? {
+                EngineEvent::Delta(_) => {
+                    first.get_or_insert_with(std::time::Instant::now);
+                }
+                EngineEvent::Done { usage, .. } => {
+                    tokens = usage.completion_tokens;
+                    break;
+                }
+            }
+        }
+        let end = std::time::Instant::now();
+        let first = first.unwrap_or(end);
+        let decode = end.duration_since(first).as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": tokens,
+                "ttft_ms": first.duration_since(started).as_secs_f64() * 1000.0,
+                "decode_tok_s": if decode > 0.0 && tokens > 1 { (tokens - 1) as f64 / decode } else { 0.0 },
+            })
+        );
+    }
+    Ok(())
 }
 
 async fn serve(mut config: ServeConfig, store: ModelStore) -> anyhow::Result<()> {
