@@ -654,16 +654,8 @@ async fn create(
             return Err(ApiError::invalid("send a `modelfile` or a `from` model").into())
         }
     };
-    let quantize = match body.quantize.as_deref() {
-        None => None,
-        Some(q) => Some(crate::models::quantize::Target::parse(q).ok_or_else(|| {
-            OllamaError(ApiError::invalid(format!("quantize must be q8_0 or q4_0, not `{q}`")))
-        })?),
-    };
-    let store = state
-        .store
-        .clone()
-        .ok_or_else(|| OllamaError(ApiError::invalid("this server has no model store")))?;
+    let quantize = quantize_target(body.quantize.as_deref())?;
+    let store = served_store(&state)?;
     let made = tokio::task::spawn_blocking(move || store.create(&name, &parsed, quantize))
         .await
         .map_err(|e| OllamaError(ApiError::Engine(e.to_string())))?;
@@ -728,16 +720,8 @@ async fn pull(
         .ok_or_else(|| OllamaError(ApiError::invalid("`model` is required")))?;
     let spec = parse_spec(&spec_text, body.name.as_deref(), &state.config.hf_endpoint)
         .map_err(|e| OllamaError(ApiError::invalid(e.to_string())))?;
-    let quantize = match body.quantize.as_deref() {
-        None => None,
-        Some(q) => Some(crate::models::quantize::Target::parse(q).ok_or_else(|| {
-            OllamaError(ApiError::invalid(format!("quantize must be q8_0 or q4_0, not `{q}`")))
-        })?),
-    };
-    let store = state
-        .store
-        .clone()
-        .ok_or_else(|| OllamaError(ApiError::invalid("this server has no model store")))?;
+    let quantize = quantize_target(body.quantize.as_deref())?;
+    let store = served_store(&state)?;
     let failed = |e: PullError| match e {
         PullError::BadSpec(m) => OllamaError(ApiError::invalid(m)),
         PullError::Digest { .. } => OllamaError(ApiError::Invalid { code: "digest_mismatch", message: e.to_string() }),
@@ -778,6 +762,23 @@ async fn pull(
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(resp)
+}
+
+/// `quantize` of create and pull: `q8_0`, `q4_0` or none.
+fn quantize_target(q: Option<&str>) -> OResult<Option<crate::models::quantize::Target>> {
+    match q {
+        None => Ok(None),
+        Some(q) => crate::models::quantize::Target::parse(q).map(Some).ok_or_else(|| {
+            OllamaError(ApiError::invalid(format!("quantize must be q8_0 or q4_0, not `{q}`")))
+        }),
+    }
+}
+
+fn served_store(state: &AppState) -> OResult<crate::models::ModelStore> {
+    state
+        .store
+        .clone()
+        .ok_or_else(|| OllamaError(ApiError::invalid("this server has no model store")))
 }
 
 async fn version() -> Json<Value> {

@@ -48,3 +48,13 @@ class KinkoServer:
         self.home.cleanup()
 
 
+
+
+def module_fixture(module_globals):
+    """setUpModule/tearDownModule for a test module: one server each."""
+    def setUp():
+        module_globals["SERVER"] = KinkoServer()
+
+    def tearDown():
+        module_globals["SERVER"].stop()
+    return setUp, tearDown

@@ -12,18 +12,10 @@ import urllib.request
 
 import pexpect
 
-from kinko_server import MODEL, KinkoServer, free_port
+from kinko_server import MODEL, free_port, module_fixture
 
 SERVER = None
-
-
-def setUpModule():
-    global SERVER
-    SERVER = KinkoServer()
-
-
-def tearDownModule():
-    SERVER.stop()
+setUpModule, tearDownModule = module_fixture(globals())
 
 
 def kinko(*args, host=None):

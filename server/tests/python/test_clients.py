@@ -11,19 +11,11 @@ import unittest
 import ollama
 import openai
 
-from kinko_server import MODEL, KinkoServer
+from kinko_server import MODEL, module_fixture
 
 
 SERVER = None
-
-
-def setUpModule():
-    global SERVER
-    SERVER = KinkoServer()
-
-
-def tearDownModule():
-    SERVER.stop()
+setUpModule, tearDownModule = module_fixture(globals())
 
 
 GREEDY = {"temperature": 0, "num_predict": 32}
