@@ -28,9 +28,9 @@ test('two turns with the default model stream in, survive a reload', async ({ pa
   const answers = page.locator('.msg.assistant .bubble');
 
   // Turn 1: watch the text grow while it streams.
-  await composer.fill('What is the capital of France?');
+  await composer.fill('What is the capital of France? Answer in two sentences.');
   await composer.press('Enter');
-  await expect(page.locator('.msg.user .bubble').first()).toHaveText('What is the capital of France?');
+  await expect(page.locator('.msg.user .bubble').first()).toHaveText('What is the capital of France? Answer in two sentences.');
   await expect(page.getByTestId('stop')).toBeVisible();
   await expect(answers.nth(0)).not.toBeEmpty();
   const seen = new Set<string>();
