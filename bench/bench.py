@@ -51,6 +51,7 @@ class Worker:
         while True:
             line = self.proc.stdout.readline()
             if not line:
+                self.proc.kill()
                 raise SystemExit(f"{cmd[0]} did not start")
             if line.startswith("{") and json.loads(line).get("ready"):
                 break
@@ -64,8 +65,11 @@ class Worker:
         return json.loads(line)
 
     def stop(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
 
 
 class HttpContender:
@@ -127,13 +131,19 @@ def main():
             break
         except OSError:
             if time.time() > deadline:
+                server.kill()
                 raise SystemExit("kinko serve did not start")
             time.sleep(0.1)
-    bare = Worker([kinko, "bench-engine", MODEL, "--prompt", PROMPT, "--max-tokens", str(a.max_tokens)])
-    here = os.path.dirname(os.path.abspath(__file__))
-    llama = Worker([llama_py, os.path.join(here, "llama_worker.py"), gguf, PROMPT, str(a.max_tokens), str(a.threads)])
-    contenders = {"kinko (HTTP+SSE)": HttpContender(url, a.max_tokens), "bare engine": bare, "llama.cpp": llama}
+    workers = []
     try:
+        bare = Worker([kinko, "bench-engine", MODEL, "--prompt", PROMPT, "--max-tokens", str(a.max_tokens)])
+        workers.append(bare)
+        here = os.path.dirname(os.path.abspath(__file__))
+        llama = Worker([llama_py, os.path.join(here, "llama_worker.py"), gguf, PROMPT, str(a.max_tokens),
+                        str(a.threads)])
+        workers.append(llama)
+        contenders = {"kinko (HTTP+SSE)": HttpContender(url, a.max_tokens), "bare engine": bare,
+                      "llama.cpp": llama}
         for c in contenders.values():
             c.run()  # warm-up
         runs = {name: [] for name in contenders}
@@ -144,7 +154,7 @@ def main():
         rss = {"kinko (HTTP+SSE)": peak_rss_mb(server.pid), "bare engine": peak_rss_mb(bare.proc.pid),
                "llama.cpp": peak_rss_mb(llama.proc.pid)}
     finally:
-        for w in (bare, llama):
+        for w in workers:
             w.stop()
         server.terminate()
         server.wait(timeout=10)
