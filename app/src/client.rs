@@ -58,8 +58,8 @@ pub async fn stream_chat(
     mut on_event: impl FnMut(StreamEvent),
 ) -> Result<(), StreamFailure> {
     abort_current();
-    let controller = web_sys::AbortController::new()
-        .map_err(|e| StreamFailure::Network(format!("{e:?}")))?;
+    let controller =
+        web_sys::AbortController::new().map_err(|e| StreamFailure::Network(format!("{e:?}")))?;
     let signal = controller.signal();
     CURRENT.with(|c| *c.borrow_mut() = Some(controller));
     let aborted = || signal.aborted();
@@ -121,7 +121,10 @@ pub async fn stream_chat(
     .await;
     CURRENT.with(|c| {
         let mut c = c.borrow_mut();
-        if c.as_ref().map(|ctl| ctl.signal() == signal).unwrap_or(false) {
+        if c.as_ref()
+            .map(|ctl| ctl.signal() == signal)
+            .unwrap_or(false)
+        {
             *c = None;
         }
     });
@@ -139,7 +142,10 @@ pub async fn fetch_models() -> Result<ModelList, String> {
         let body = response.text().await.unwrap_or_default();
         return Err(error_message(status, &body));
     }
-    response.json::<ModelList>().await.map_err(|e| e.to_string())
+    response
+        .json::<ModelList>()
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn storage() -> Option<web_sys::Storage> {

@@ -146,7 +146,12 @@ fn ChatPage() -> impl IntoView {
                     Ok(list) => {
                         let current = model.get_untracked();
                         if !list.models.iter().any(|m| m.name == current) {
-                            model.set(list.models.first().map(|m| m.name.clone()).unwrap_or_default());
+                            model.set(
+                                list.models
+                                    .first()
+                                    .map(|m| m.name.clone())
+                                    .unwrap_or_default(),
+                            );
                         }
                         if list.models.is_empty() {
                             models_error.set(Some("No models installed. Run `kinko import NAME FILE.gguf` or the set-up command.".into()));
@@ -333,7 +338,11 @@ fn message_view(m: UiMessage) -> impl IntoView {
 }
 
 #[cfg(feature = "hydrate")]
-fn start_stream(request: ChatRequest, messages: RwSignal<Vec<UiMessage>>, streaming: RwSignal<bool>) {
+fn start_stream(
+    request: ChatRequest,
+    messages: RwSignal<Vec<UiMessage>>,
+    streaming: RwSignal<bool>,
+) {
     use api::FinishReason;
     use client::{StreamEvent, StreamFailure};
     let update_last = move |f: &dyn Fn(&mut UiMessage)| {
@@ -404,20 +413,47 @@ mod tests {
     #[test]
     fn history_skips_notices_and_empty_answers() {
         let msgs = vec![
-            UiMessage { role: Some(Role::User), content: "hi".into(), ..Default::default() },
-            UiMessage { role: Some(Role::Assistant), content: "".into(), error: Some("x".into()), ..Default::default() },
-            UiMessage { role: None, error: Some("Pick a model first.".into()), ..Default::default() },
-            UiMessage { role: Some(Role::User), content: "again".into(), ..Default::default() },
+            UiMessage {
+                role: Some(Role::User),
+                content: "hi".into(),
+                ..Default::default()
+            },
+            UiMessage {
+                role: Some(Role::Assistant),
+                content: "".into(),
+                error: Some("x".into()),
+                ..Default::default()
+            },
+            UiMessage {
+                role: None,
+                error: Some("Pick a model first.".into()),
+                ..Default::default()
+            },
+            UiMessage {
+                role: Some(Role::User),
+                content: "again".into(),
+                ..Default::default()
+            },
         ];
         let h = history_for_request(&msgs);
-        assert_eq!(h, vec![ChatMessage::new(Role::User, "hi"), ChatMessage::new(Role::User, "again")]);
+        assert_eq!(
+            h,
+            vec![
+                ChatMessage::new(Role::User, "hi"),
+                ChatMessage::new(Role::User, "again")
+            ]
+        );
     }
 
     #[test]
     fn saved_chat_round_trips() {
         let saved = SavedChat {
             model: Some("smollm2:135m".into()),
-            messages: vec![UiMessage { role: Some(Role::User), content: "こんにちは".into(), ..Default::default() }],
+            messages: vec![UiMessage {
+                role: Some(Role::User),
+                content: "こんにちは".into(),
+                ..Default::default()
+            }],
         };
         let text = serde_json::to_string(&saved).unwrap();
         assert_eq!(serde_json::from_str::<SavedChat>(&text).unwrap(), saved);

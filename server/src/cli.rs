@@ -67,7 +67,12 @@ impl Client {
         bail!("{message} (HTTP {})", status.as_u16())
     }
 
-    async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req.json(&b);
@@ -100,7 +105,11 @@ impl Client {
     /// `kinko show MODEL [--modelfile]`.
     pub async fn show(&self, model: &str, modelfile: bool) -> Result<()> {
         let v = self
-            .json(reqwest::Method::POST, "/api/show", Some(json!({ "model": model })))
+            .json(
+                reqwest::Method::POST,
+                "/api/show",
+                Some(json!({ "model": model })),
+            )
             .await?;
         if modelfile {
             print!("{}", v["modelfile"].as_str().unwrap_or(""));
@@ -108,15 +117,24 @@ impl Client {
         }
         let d = &v["details"];
         println!("  Model");
-        println!("    architecture        {}", d["family"].as_str().unwrap_or(""));
-        println!("    parameters          {}", d["parameter_size"].as_str().unwrap_or(""));
+        println!(
+            "    architecture        {}",
+            d["family"].as_str().unwrap_or("")
+        );
+        println!(
+            "    parameters          {}",
+            d["parameter_size"].as_str().unwrap_or("")
+        );
         if let Some(info) = v["model_info"].as_object() {
             for (k, val) in info.iter().filter(|(k, _)| k.ends_with(".context_length")) {
                 let _ = k;
                 println!("    context length      {val}");
             }
         }
-        println!("    quantization        {}", d["quantization_level"].as_str().unwrap_or(""));
+        println!(
+            "    quantization        {}",
+            d["quantization_level"].as_str().unwrap_or("")
+        );
         let params = v["parameters"].as_str().unwrap_or("");
         if !params.trim().is_empty() {
             println!("\n  Parameters");
@@ -128,7 +146,14 @@ impl Client {
         if !system.is_empty() {
             println!("\n  System\n    {}", system.replace('\n', "\n    "));
         }
-        println!("\n  Modelfile\n    {}", v["modelfile"].as_str().unwrap_or("").trim_end().replace('\n', "\n    "));
+        println!(
+            "\n  Modelfile\n    {}",
+            v["modelfile"]
+                .as_str()
+                .unwrap_or("")
+                .trim_end()
+                .replace('\n', "\n    ")
+        );
         Ok(())
     }
 
@@ -138,7 +163,11 @@ impl Client {
         println!("{:<28} {:>10}  {:<24}", "NAME", "SIZE", "UNTIL");
         for m in v["models"].as_array().cloned().unwrap_or_default() {
             let until = m["expires_at"].as_str().unwrap_or("");
-            let until = if until.starts_with("9999") { "forever" } else { until };
+            let until = if until.starts_with("9999") {
+                "forever"
+            } else {
+                until
+            };
             println!(
                 "{:<28} {:>10}  {:<24}",
                 m["name"].as_str().unwrap_or("?"),
@@ -152,8 +181,12 @@ impl Client {
     /// `kinko rm MODEL…`.
     pub async fn rm(&self, models: &[String]) -> Result<()> {
         for m in models {
-            self.json(reqwest::Method::DELETE, "/api/delete", Some(json!({ "model": m })))
-                .await?;
+            self.json(
+                reqwest::Method::DELETE,
+                "/api/delete",
+                Some(json!({ "model": m })),
+            )
+            .await?;
             println!("deleted '{m}'");
         }
         Ok(())
@@ -172,7 +205,12 @@ impl Client {
     }
 
     /// `kinko create NAME -f Modelfile [--quantize q8_0|q4_0]`.
-    pub async fn create(&self, name: &str, file: &std::path::Path, quantize: Option<&str>) -> Result<()> {
+    pub async fn create(
+        &self,
+        name: &str,
+        file: &std::path::Path,
+        quantize: Option<&str>,
+    ) -> Result<()> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
         // Check it here first, for errors that name the file and line.
@@ -180,12 +218,15 @@ impl Client {
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         // A relative FROM path is relative to the Modelfile, as in Ollama.
         let from = std::path::Path::new(&parsed.from);
-        if (parsed.from.starts_with("./") || parsed.from.starts_with("../") || parsed.from.ends_with(".gguf"))
+        if (parsed.from.starts_with("./")
+            || parsed.from.starts_with("../")
+            || parsed.from.ends_with(".gguf"))
             && from.is_relative()
         {
             let base = file.parent().unwrap_or(std::path::Path::new("."));
-            let abs = std::fs::canonicalize(base.join(from))
-                .with_context(|| format!("{}: FROM {}: no such file", file.display(), parsed.from))?;
+            let abs = std::fs::canonicalize(base.join(from)).with_context(|| {
+                format!("{}: FROM {}: no such file", file.display(), parsed.from)
+            })?;
             parsed.from = abs.display().to_string();
         }
         let mut body = json!({
@@ -196,7 +237,8 @@ impl Client {
         if let Some(q) = quantize {
             body["quantize"] = json!(q);
         }
-        self.json(reqwest::Method::POST, "/api/create", Some(body)).await?;
+        self.json(reqwest::Method::POST, "/api/create", Some(body))
+            .await?;
         println!("created '{name}'");
         Ok(())
     }
@@ -210,7 +252,9 @@ impl Client {
         if let Some(q) = quantize {
             body["quantize"] = json!(q);
         }
-        let resp = self.send(self.request(reqwest::Method::POST, "/api/pull").json(&body)).await?;
+        let resp = self
+            .send(self.request(reqwest::Method::POST, "/api/pull").json(&body))
+            .await?;
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -265,7 +309,8 @@ impl Client {
                 buf.extend_from_slice(&chunk.context("the answer broke off")?);
                 while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let v: Value = serde_json::from_slice(&line).context("a bad line in the answer")?;
+                    let v: Value =
+                        serde_json::from_slice(&line).context("a bad line in the answer")?;
                     if let Some(e) = v["error"].as_str() {
                         bail!("{e}");
                     }
@@ -294,10 +339,15 @@ impl Client {
     /// (`/bye` or Ctrl-D leaves; Ctrl-C stops an answer, not the session).
     pub async fn run(&self, model: &str, prompt: Option<String>) -> Result<()> {
         // Load the model first, so a bad name fails before any typing.
-        self.json(reqwest::Method::POST, "/api/generate", Some(json!({ "model": model })))
-            .await?;
+        self.json(
+            reqwest::Method::POST,
+            "/api/generate",
+            Some(json!({ "model": model })),
+        )
+        .await?;
         if let Some(p) = prompt {
-            self.answer(model, &[json!({"role": "user", "content": p})]).await?;
+            self.answer(model, &[json!({"role": "user", "content": p})])
+                .await?;
             return Ok(());
         }
         let mut history: Vec<Value> = Vec::new();

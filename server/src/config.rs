@@ -14,7 +14,12 @@ pub struct Cli {
     #[arg(long, env = "KINKO_HOME", global = true)]
     pub home: Option<PathBuf>,
     /// The server the client commands talk to.
-    #[arg(long, env = "KINKO_HOST", global = true, default_value = "http://127.0.0.1:3000")]
+    #[arg(
+        long,
+        env = "KINKO_HOST",
+        global = true,
+        default_value = "http://127.0.0.1:3000"
+    )]
     pub host: String,
     /// What to do.
     #[command(subcommand)]
@@ -203,7 +208,11 @@ pub struct ServeConfig {
     #[arg(long, env = "KINKO_MAX_LOADED_MODELS", default_value_t = 2)]
     pub max_loaded_models: usize,
     /// Where `hf.co/ORG/REPO:FILE` model names are downloaded from.
-    #[arg(long, env = "KINKO_HF_ENDPOINT", default_value = "https://huggingface.co")]
+    #[arg(
+        long,
+        env = "KINKO_HF_ENDPOINT",
+        default_value = "https://huggingface.co"
+    )]
     pub hf_endpoint: String,
     /// Fake engine: milliseconds before each token.
     #[arg(long, env = "KINKO_FAKE_TOKEN_DELAY_MS", default_value_t = 0)]

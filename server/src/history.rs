@@ -92,9 +92,7 @@ impl HistoryWindow {
         };
         // Then the token budget: drop oldest until it fits. A binary search
         // keeps the number of tokenizer calls logarithmic.
-        let count = |kept: Vec<ChatMessage>| async move {
-            engine.count_tokens(model, &kept).await
-        };
+        let count = |kept: Vec<ChatMessage>| async move { engine.count_tokens(model, &kept).await };
         let tokens_now = count(keep_from(skip)).await?;
         if tokens_now <= budget {
             return Ok(Trimmed {
@@ -144,8 +142,14 @@ mod tests {
     fn convo(n_turns: usize) -> Vec<ChatMessage> {
         let mut m = vec![ChatMessage::new(Role::System, "be brief")];
         for i in 0..n_turns {
-            m.push(ChatMessage::new(Role::User, format!("question {i} a b c d e")));
-            m.push(ChatMessage::new(Role::Assistant, format!("answer {i} a b c d e")));
+            m.push(ChatMessage::new(
+                Role::User,
+                format!("question {i} a b c d e"),
+            ));
+            m.push(ChatMessage::new(
+                Role::Assistant,
+                format!("answer {i} a b c d e"),
+            ));
         }
         m.push(ChatMessage::new(Role::User, "last question"));
         m
@@ -167,16 +171,22 @@ mod tests {
         let t = window(1000, None).fit(&e, FAKE_MODEL, &m).await.unwrap();
         assert_eq!(t.dropped, 0);
         assert_eq!(t.messages, m);
-        assert_eq!(t.prompt_tokens, e.count_tokens(FAKE_MODEL, &m).await.unwrap());
+        assert_eq!(
+            t.prompt_tokens,
+            e.count_tokens(FAKE_MODEL, &m).await.unwrap()
+        );
     }
 
     #[tokio::test]
     async fn oldest_go_first_system_and_newest_stay() {
         let e = FakeEngine::new(FakeConfig::default(), Metrics::new());
         let m = convo(5); // 1 system + 10 + 1 = 12 messages
-        // The fake counts words + 4 per message + 2: each turn message is 10.
-        // system 6, last 6, +2 => 14 minimum; a budget of 40 holds 2 more.
-        let w = HistoryWindow { context_length: 52, ..window(0, None) };
+                          // The fake counts words + 4 per message + 2: each turn message is 10.
+                          // system 6, last 6, +2 => 14 minimum; a budget of 40 holds 2 more.
+        let w = HistoryWindow {
+            context_length: 52,
+            ..window(0, None)
+        };
         assert_eq!(w.budget(), 40);
         let t = w.fit(&e, FAKE_MODEL, &m).await.unwrap();
         assert_eq!(t.messages.first().unwrap().role, Role::System);
@@ -191,10 +201,16 @@ mod tests {
     async fn message_cap_keeps_the_latest() {
         let e = FakeEngine::new(FakeConfig::default(), Metrics::new());
         let m = convo(3);
-        let t = window(10_000, Some(3)).fit(&e, FAKE_MODEL, &m).await.unwrap();
+        let t = window(10_000, Some(3))
+            .fit(&e, FAKE_MODEL, &m)
+            .await
+            .unwrap();
         assert_eq!(t.dropped, 4);
         let roles: Vec<_> = t.messages.iter().map(|m| m.role).collect();
-        assert_eq!(roles, vec![Role::System, Role::User, Role::Assistant, Role::User]);
+        assert_eq!(
+            roles,
+            vec![Role::System, Role::User, Role::Assistant, Role::User]
+        );
     }
 
     #[tokio::test]

@@ -114,7 +114,13 @@ mod tests {
         let a2 = a.clone();
         let queued = tokio::spawn(async move { a2.admit("m").await.map(|_| ()) });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(a.admit("m").await.unwrap_err(), Busy { running: 1, waiting: 1 });
+        assert_eq!(
+            a.admit("m").await.unwrap_err(),
+            Busy {
+                running: 1,
+                waiting: 1
+            }
+        );
         // Another model has its own slots.
         let _other = a.admit("other").await.unwrap();
         drop(first);

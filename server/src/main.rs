@@ -33,8 +33,9 @@ async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("kinko=info,tower_http=warn,mistralrs_core=error")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                EnvFilter::new("kinko=info,tower_http=warn,mistralrs_core=error")
+            }),
         )
         .init();
     let cli = Cli::parse();
@@ -49,9 +50,10 @@ async fn run() -> anyhow::Result<()> {
         } => {
             let target = match quantize.as_deref() {
                 None => None,
-                Some(q) => Some(Target::parse(q).with_context(|| {
-                    format!("--quantize must be q8_0 or q4_0, not `{q}`")
-                })?),
+                Some(q) => Some(
+                    Target::parse(q)
+                        .with_context(|| format!("--quantize must be q8_0 or q4_0, not `{q}`"))?,
+                ),
             };
             let outcome =
                 tokio::task::spawn_blocking(move || store.import_as(&name, &path, target))
@@ -74,7 +76,9 @@ async fn run() -> anyhow::Result<()> {
             max_tokens,
         } => bench_engine(store, &model, &prompt, max_tokens).await,
         command => {
-            let key = std::env::var("KINKO_API_KEY").ok().filter(|k| !k.is_empty());
+            let key = std::env::var("KINKO_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty());
             let client = kinko::cli::Client::new(&cli.host, key);
             match command {
                 Command::List => client.list().await,
@@ -94,7 +98,11 @@ async fn run() -> anyhow::Result<()> {
                     spec,
                     name,
                     quantize,
-                } => client.pull(&spec, name.as_deref(), quantize.as_deref()).await,
+                } => {
+                    client
+                        .pull(&spec, name.as_deref(), quantize.as_deref())
+                        .await
+                }
                 Command::Run { model, prompt } => {
                     let prompt = (!prompt.is_empty()).then(|| prompt.join(" "));
                     client.run(&model, prompt).await
@@ -107,12 +115,19 @@ async fn run() -> anyhow::Result<()> {
 
 /// The bare engine as kinko drives it, without HTTP: one generation per
 /// line read from stdin, one JSON line of timings out.
-async fn bench_engine(store: ModelStore, model: &str, prompt: &str, max_tokens: usize) -> anyhow::Result<()> {
+async fn bench_engine(
+    store: ModelStore,
+    model: &str,
+    prompt: &str,
+    max_tokens: usize,
+) -> anyhow::Result<()> {
     use futures::StreamExt;
     use kinko::engine::{EngineEvent, EngineRequest, Sampling};
     use tokio::io::AsyncBufReadExt;
     let engine = MistralEngine::new(store, Metrics::new());
-    engine.ensure_loaded(model, Some(KeepAlive::Forever)).await?;
+    engine
+        .ensure_loaded(model, Some(KeepAlive::Forever))
+        .await?;
     let messages = vec![app::api::ChatMessage::new(app::api::Role::User, prompt)];
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     println!("{}", serde_json::json!({"ready": true}));
@@ -177,8 +192,14 @@ async fn serve(mut config: ServeConfig, store: ModelStore) -> anyhow::Result<()>
     let served_store = (config.engine == EngineKind::Mistral).then(|| store.clone());
     let (engine, name): (Arc<dyn ChatEngine>, &'static str) = match config.engine {
         EngineKind::Mistral => {
-            let keep_alive = KeepAlive::parse(&serde_json::Value::String(config.model_keep_alive.clone()))
-                .with_context(|| format!("--model-keep-alive `{}` is not a duration like 5m", config.model_keep_alive))?;
+            let keep_alive =
+                KeepAlive::parse(&serde_json::Value::String(config.model_keep_alive.clone()))
+                    .with_context(|| {
+                        format!(
+                            "--model-keep-alive `{}` is not a duration like 5m",
+                            config.model_keep_alive
+                        )
+                    })?;
             (
                 Arc::new(MistralEngine::with_limits(
                     store,

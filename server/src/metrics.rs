@@ -43,11 +43,7 @@ impl Metrics {
         let finished = Family::<ReasonLabel, Counter>::default();
         let active = Gauge::default();
         let tokens = Counter::default();
-        registry.register(
-            "streams_started",
-            "Chat streams started",
-            started.clone(),
-        );
+        registry.register("streams_started", "Chat streams started", started.clone());
         registry.register(
             "streams_finished",
             "Chat streams finished, by reason",
@@ -174,7 +170,10 @@ mod tests {
         assert_eq!(m.finished_total(FinishReason::Cancelled), 1);
         let text = m.render();
         assert!(text.contains("kinko_streams_started_total 2"), "{text}");
-        assert!(text.contains("kinko_streams_finished_total{reason=\"timeout\"} 0"), "{text}");
+        assert!(
+            text.contains("kinko_streams_finished_total{reason=\"timeout\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("kinko_streams_active 0"), "{text}");
     }
 }

@@ -100,7 +100,10 @@ impl Security {
             api_key_digest: api_key.map(|k| sha256(k.as_bytes())),
             session_digest: api_key.map(|_| sha256(session_value.as_bytes())),
             session_value,
-            allowed_origins: allowed_origins.iter().map(|o| normalize_origin(o)).collect(),
+            allowed_origins: allowed_origins
+                .iter()
+                .map(|o| normalize_origin(o))
+                .collect(),
             allowed_hosts,
         }
     }
@@ -190,9 +193,7 @@ pub async fn check_host_and_origin(
         .into_response();
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = origin
-            .to_str()
-            .is_ok_and(|o| sec.origin_allowed(o, host));
+        let allowed = origin.to_str().is_ok_and(|o| sec.origin_allowed(o, host));
         if !allowed {
             return ApiError::Forbidden {
                 code: "origin_not_allowed",
@@ -319,7 +320,12 @@ mod tests {
     #[test]
     fn loopback_accepts_only_local_hosts() {
         let s = Security::new(addr("127.0.0.1:3000"), None, &[], &[]);
-        for ok in ["127.0.0.1:3000", "localhost:3000", "LOCALHOST", "[::1]:3000"] {
+        for ok in [
+            "127.0.0.1:3000",
+            "localhost:3000",
+            "LOCALHOST",
+            "[::1]:3000",
+        ] {
             assert!(s.host_allowed(Some(ok)), "{ok}");
         }
         for bad in ["evil.example:3000", "127.0.0.1.nip.io:3000", "attacker"] {
@@ -331,7 +337,12 @@ mod tests {
 
     #[test]
     fn origins_same_or_listed() {
-        let s = Security::new(addr("127.0.0.1:3000"), None, &["http://localhost:5173/".into()], &[]);
+        let s = Security::new(
+            addr("127.0.0.1:3000"),
+            None,
+            &["http://localhost:5173/".into()],
+            &[],
+        );
         assert!(s.origin_allowed("http://127.0.0.1:3000", Some("127.0.0.1:3000")));
         assert!(s.origin_allowed("http://localhost:5173", Some("127.0.0.1:3000")));
         assert!(!s.origin_allowed("http://evil.example", Some("127.0.0.1:3000")));
@@ -343,9 +354,15 @@ mod tests {
         let s = Security::new(addr("127.0.0.1:3000"), Some("correct horse"), &[], &[]);
         let mut h = HeaderMap::new();
         assert!(!s.authorized(&h));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer wrong"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer wrong"),
+        );
         assert!(!s.authorized(&h));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer correct horse"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer correct horse"),
+        );
         assert!(s.authorized(&h));
         let mut c = HeaderMap::new();
         c.insert(
@@ -353,7 +370,10 @@ mod tests {
             HeaderValue::from_str(&format!("a=b; {SESSION_COOKIE}={}", s.session_value)).unwrap(),
         );
         assert!(s.authorized(&c));
-        c.insert(header::COOKIE, HeaderValue::from_static("kinko_session=forged"));
+        c.insert(
+            header::COOKIE,
+            HeaderValue::from_static("kinko_session=forged"),
+        );
         assert!(!s.authorized(&c));
     }
 }

@@ -308,9 +308,17 @@ mod tests {
         let metrics = Metrics::new();
         let tokens: TokenStream = Box::pin(futures::stream::iter(items));
         let (_tx, rx) = watch::channel(false);
-        let events = relay(meta(), tokens, metrics.stream_started(), timeouts(1000), Instant::now(), rx, StopFilter::default())
-            .collect()
-            .await;
+        let events = relay(
+            meta(),
+            tokens,
+            metrics.stream_started(),
+            timeouts(1000),
+            Instant::now(),
+            rx,
+            StopFilter::default(),
+        )
+        .collect()
+        .await;
         (events, metrics)
     }
 
@@ -321,7 +329,10 @@ mod tests {
             Ok(EngineEvent::Delta("lo".into())),
             Ok(EngineEvent::Done {
                 reason: FinishReason::Stop,
-                usage: Usage { prompt_tokens: 7, completion_tokens: 2 },
+                usage: Usage {
+                    prompt_tokens: 7,
+                    completion_tokens: 2,
+                },
             }),
         ])
         .await;
@@ -354,14 +365,23 @@ mod tests {
         let metrics = Metrics::new();
         let tokens: TokenStream = Box::pin(futures::stream::pending());
         let (_tx, rx) = watch::channel(false);
-        let events: Vec<_> =
-            relay(meta(), tokens, metrics.stream_started(), timeouts(50), Instant::now(), rx, StopFilter::default())
-                .collect()
-                .await;
+        let events: Vec<_> = relay(
+            meta(),
+            tokens,
+            metrics.stream_started(),
+            timeouts(50),
+            Instant::now(),
+            rx,
+            StopFilter::default(),
+        )
+        .collect()
+        .await;
         let names: Vec<_> = events.iter().map(ChatEvent::name).collect();
         assert_eq!(names, ["meta", "error", "done"]);
         assert!(matches!(&events[1], ChatEvent::Error(e) if e.code == "timeout"));
-        assert!(matches!(&events[2], ChatEvent::Done(d) if d.finish_reason == FinishReason::Timeout));
+        assert!(
+            matches!(&events[2], ChatEvent::Done(d) if d.finish_reason == FinishReason::Timeout)
+        );
         assert_eq!(metrics.finished_total(FinishReason::Timeout), 1);
     }
 
@@ -371,8 +391,16 @@ mod tests {
         let tokens: TokenStream = Box::pin(futures::stream::pending());
         let (tx, rx) = watch::channel(false);
         let events = tokio::spawn(
-            relay(meta(), tokens, metrics.stream_started(), timeouts(60_000), Instant::now(), rx, StopFilter::default())
-                .collect::<Vec<_>>(),
+            relay(
+                meta(),
+                tokens,
+                metrics.stream_started(),
+                timeouts(60_000),
+                Instant::now(),
+                rx,
+                StopFilter::default(),
+            )
+            .collect::<Vec<_>>(),
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
         tx.send(true).unwrap();
@@ -387,11 +415,19 @@ mod tests {
     fn stop_strings_end_the_text_and_are_never_shown() {
         let mut f = StopFilter::new(vec!["<|end|>".into(), "User:".into()]);
         assert_eq!(f.push("Hello"), ("Hello".into(), false));
-        assert_eq!(f.push(" wor<|e"), (" wor".into(), false), "a possible start is held back");
+        assert_eq!(
+            f.push(" wor<|e"),
+            (" wor".into(), false),
+            "a possible start is held back"
+        );
         assert_eq!(f.push("nd|> tail"), (String::new(), true));
         let mut f = StopFilter::new(vec!["User:".into()]);
         assert_eq!(f.push("a Us"), ("a ".into(), false));
-        assert_eq!(f.push("e the"), ("Use the".into(), false), "not a stop after all");
+        assert_eq!(
+            f.push("e the"),
+            ("Use the".into(), false),
+            "not a stop after all"
+        );
         assert_eq!(f.push(" end U"), (" end ".into(), false));
         assert_eq!(f.finish(), "U");
         let mut none = StopFilter::new(vec![]);

@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_kinko");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server(Child);
@@ -26,7 +30,10 @@ fn start(args: &[&str], health_url: &str, netns: Option<&str>) -> Server {
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
         .args(args)
-        .env("KINKO_HOME", std::env::temp_dir().join("kinko-binary-test-home"))
+        .env(
+            "KINKO_HOME",
+            std::env::temp_dir().join("kinko-binary-test-home"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let child = cmd.spawn().expect("start kinko");
@@ -49,7 +56,10 @@ fn start(args: &[&str], health_url: &str, netns: Option<&str>) -> Server {
         if ok {
             return server;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "kinko did not come up at {health_url}");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "kinko did not come up at {health_url}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -63,7 +73,10 @@ fn a_lan_bind_without_a_key_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("without an API key") && err.contains("--insecure-lan-without-api-key"), "{err}");
+    assert!(
+        err.contains("without an API key") && err.contains("--insecure-lan-without-api-key"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -71,12 +84,29 @@ fn sigterm_ends_open_streams_with_a_final_event_and_exits() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut server = start(
-        &["--engine", "fake", "--addr", &addr, "--fake-token-delay-ms", "20", "--fake-min-tokens", "100000", "--default-max-tokens", "3000"],
+        &[
+            "--engine",
+            "fake",
+            "--addr",
+            &addr,
+            "--fake-token-delay-ms",
+            "20",
+            "--fake-min-tokens",
+            "100000",
+            "--default-max-tokens",
+            "3000",
+        ],
         &format!("http://{addr}/health"),
         None,
     );
     let mut curl = Command::new("curl")
-        .args(["-sN", "-H", "Content-Type: application/json", "-d", r#"{"model":"fake:latest","messages":[{"role":"user","content":"go"}]}"#])
+        .args([
+            "-sN",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"model":"fake:latest","messages":[{"role":"user","content":"go"}]}"#,
+        ])
         .arg(format!("http://{addr}/api/chat/stream"))
         .stdout(Stdio::piped())
         .spawn()
@@ -90,18 +120,30 @@ fn sigterm_ends_open_streams_with_a_final_event_and_exits() {
         }
     }
     let t = Instant::now();
-    let status = Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let text = rest.join("\n");
-    assert!(text.contains("event: error\ndata: {\"code\":\"shutting_down\""), "{text}");
-    assert!(text.contains("event: done\ndata: {\"finish_reason\":\"cancelled\""), "{text}");
+    assert!(
+        text.contains("event: error\ndata: {\"code\":\"shutting_down\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("event: done\ndata: {\"finish_reason\":\"cancelled\""),
+        "{text}"
+    );
     loop {
         if let Some(status) = server.0.try_wait().unwrap() {
             assert!(status.success(), "{status:?}");
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "kinko did not exit within 5 s of SIGTERM");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "kinko did not exit within 5 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     println!("exited {} ms after SIGTERM", t.elapsed().as_millis());
@@ -124,13 +166,56 @@ impl TestLan {
         let peer_ip = format!("10.231.{id}.2");
         let steps: Vec<Vec<String>> = vec![
             vec!["netns".into(), "add".into(), ns.clone()],
-            vec!["link".into(), "add".into(), a.clone(), "type".into(), "veth".into(), "peer".into(), "name".into(), b.clone()],
-            vec!["link".into(), "set".into(), b.clone(), "netns".into(), ns.clone()],
-            vec!["addr".into(), "add".into(), format!("{host_ip}/30"), "dev".into(), a.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                a.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                b.clone(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                b.clone(),
+                "netns".into(),
+                ns.clone(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                format!("{host_ip}/30"),
+                "dev".into(),
+                a.clone(),
+            ],
             vec!["link".into(), "set".into(), a.clone(), "up".into()],
-            vec!["-n".into(), ns.clone(), "addr".into(), "add".into(), format!("{peer_ip}/30"), "dev".into(), b.clone()],
-            vec!["-n".into(), ns.clone(), "link".into(), "set".into(), b, "up".into()],
-            vec!["-n".into(), ns.clone(), "link".into(), "set".into(), "lo".into(), "up".into()],
+            vec![
+                "-n".into(),
+                ns.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{peer_ip}/30"),
+                "dev".into(),
+                b.clone(),
+            ],
+            vec![
+                "-n".into(),
+                ns.clone(),
+                "link".into(),
+                "set".into(),
+                b,
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                ns.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
         ];
         let lan = TestLan { ns, host_ip };
         for step in steps {
@@ -150,7 +235,15 @@ impl TestLan {
     /// Run curl inside the namespace; returns (status code, body).
     fn curl(&self, args: &[&str]) -> (u16, String) {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "curl", "-s", "-w", "\n%{http_code}"])
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "curl",
+                "-s",
+                "-w",
+                "\n%{http_code}",
+            ])
             .args(args)
             .output()
             .unwrap();
@@ -173,7 +266,14 @@ fn lan_clients_need_the_key_over_a_real_non_loopback_address() {
     let addr = format!("{}:{port}", lan.host_ip);
     let base = format!("http://{addr}");
     let _server = start(
-        &["--engine", "fake", "--addr", &addr, "--api-key", "lan-secret-123"],
+        &[
+            "--engine",
+            "fake",
+            "--addr",
+            &addr,
+            "--api-key",
+            "lan-secret-123",
+        ],
         &format!("{base}/health"),
         Some(&lan.ns),
     );
@@ -181,10 +281,18 @@ fn lan_clients_need_the_key_over_a_real_non_loopback_address() {
     let (code, body) = lan.curl(&[&format!("{base}/api/models")]);
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("\"unauthorized\""), "{body}");
-    let (code, _) = lan.curl(&["-H", "Authorization: Bearer wrong-key-456", &format!("{base}/api/models")]);
+    let (code, _) = lan.curl(&[
+        "-H",
+        "Authorization: Bearer wrong-key-456",
+        &format!("{base}/api/models"),
+    ]);
     assert_eq!(code, 401);
     // The right key as a Bearer token.
-    let (code, body) = lan.curl(&["-H", "Authorization: Bearer lan-secret-123", &format!("{base}/api/models")]);
+    let (code, body) = lan.curl(&[
+        "-H",
+        "Authorization: Bearer lan-secret-123",
+        &format!("{base}/api/models"),
+    ]);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("fake:latest"));
     // A browser: the page sends it to the login page; logging in sets the cookie.
@@ -192,7 +300,13 @@ fn lan_clients_need_the_key_over_a_real_non_loopback_address() {
     assert_eq!(code, 303);
     let jar = std::env::temp_dir().join(format!("kinko-jar-{}", std::process::id()));
     let jar = jar.to_string_lossy().to_string();
-    let (code, _) = lan.curl(&["-c", &jar, "-d", "key=lan-secret-123", &format!("{base}/login")]);
+    let (code, _) = lan.curl(&[
+        "-c",
+        &jar,
+        "-d",
+        "key=lan-secret-123",
+        &format!("{base}/login"),
+    ]);
     assert_eq!(code, 303);
     let (code, page) = lan.curl(&["-b", &jar, "-H", "Accept: text/html", &format!("{base}/")]);
     assert_eq!(code, 200);

@@ -33,18 +33,36 @@ async fn post(path: &str, body: Value) -> (StatusCode, String) {
 
 #[tokio::test]
 async fn ollama_chat_streams_ndjson_and_ends_with_timings() {
-    let (status, text) = post("/api/chat", json!({"model": "fake", "messages": [{"role": "user", "content": "hi there"}]})).await;
+    let (status, text) = post(
+        "/api/chat",
+        json!({"model": "fake", "messages": [{"role": "user", "content": "hi there"}]}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(lines.len() > 2);
-    let content: String = lines.iter().map(|l| l["message"]["content"].as_str().unwrap()).collect();
+    let content: String = lines
+        .iter()
+        .map(|l| l["message"]["content"].as_str().unwrap())
+        .collect();
     assert_eq!(content, "Turn 1. You said: hi there");
-    assert!(lines[..lines.len() - 1].iter().all(|l| l["done"] == false && l["created_at"].is_string()));
+    assert!(lines[..lines.len() - 1]
+        .iter()
+        .all(|l| l["done"] == false && l["created_at"].is_string()));
     let last = lines.last().unwrap();
     assert_eq!(last["done"], true);
     assert_eq!(last["done_reason"], "stop");
     assert_eq!(last["eval_count"], 5);
-    for k in ["total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_duration"] {
+    for k in [
+        "total_duration",
+        "load_duration",
+        "prompt_eval_count",
+        "prompt_eval_duration",
+        "eval_duration",
+    ] {
         assert!(last[k].is_u64(), "{k} in {last}");
     }
 }
@@ -61,11 +79,22 @@ async fn ollama_generate_without_streaming_is_one_object() {
 
 #[tokio::test]
 async fn ollama_errors_are_a_string() {
-    let (status, text) = post("/api/chat", json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let (status, text) = post(
+        "/api/chat",
+        json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let v: Value = serde_json::from_str(&text).unwrap();
-    assert!(v["error"].as_str().unwrap().contains("not installed"), "{v}");
-    let (status, text) = post("/api/chat", json!({"model": "fake", "messages": [{"role": "tool", "content": "x"}]})).await;
+    assert!(
+        v["error"].as_str().unwrap().contains("not installed"),
+        "{v}"
+    );
+    let (status, text) = post(
+        "/api/chat",
+        json!({"model": "fake", "messages": [{"role": "tool", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
     let (status, _) = post("/api/chat", json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "options": {"temperature": "hot"}})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -79,26 +108,47 @@ async fn openai_streams_chunks_then_done() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let data: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
     assert_eq!(data.last(), Some(&"[DONE]"));
-    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    let content: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
     assert_eq!(content, "Turn 1. You said: yo");
-    assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"));
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "stop"));
     assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 4);
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
 }
 
 #[tokio::test]
 async fn openai_errors_have_openai_shape() {
-    let (status, text) = post("/v1/chat/completions", json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let (status, text) = post(
+        "/v1/chat/completions",
+        json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["error"]["code"], "unknown_model");
     assert_eq!(v["error"]["type"], "not_found_error");
     assert!(v["error"]["message"].is_string());
-    let (status, text) = post("/v1/chat/completions", json!({"model": "fake", "messages": [{"role": "user", "content": "hi"}], "n": 3})).await;
+    let (status, text) = post(
+        "/v1/chat/completions",
+        json!({"model": "fake", "messages": [{"role": "user", "content": "hi"}], "n": 3}),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -106,16 +156,31 @@ async fn openai_errors_have_openai_shape() {
 
 #[tokio::test]
 async fn a_non_streaming_call_is_cancelled_when_its_client_goes_away() {
-    let fake = FakeConfig { token_delay: Duration::from_millis(20), min_tokens: 2000, ..FakeConfig::default() };
+    let fake = FakeConfig {
+        token_delay: Duration::from_millis(20),
+        min_tokens: 2000,
+        ..FakeConfig::default()
+    };
     let (state, engine, metrics) = fake_state(fake, ServeConfig::default());
     let addr = spawn_server(state).await;
     for (path, body) in [
-        ("/v1/chat/completions", json!({"model": "fake", "max_tokens": 2000, "messages": [{"role": "user", "content": "go"}]})),
-        ("/api/chat", json!({"model": "fake", "stream": false, "options": {"num_predict": 2000}, "messages": [{"role": "user", "content": "go"}]})),
+        (
+            "/v1/chat/completions",
+            json!({"model": "fake", "max_tokens": 2000, "messages": [{"role": "user", "content": "go"}]}),
+        ),
+        (
+            "/api/chat",
+            json!({"model": "fake", "stream": false, "options": {"num_predict": 2000}, "messages": [{"role": "user", "content": "go"}]}),
+        ),
     ] {
         let before = engine.log().cancelled();
         let client = reqwest::Client::new();
-        let call = tokio::spawn(client.post(format!("http://{addr}{path}")).json(&body).send());
+        let call = tokio::spawn(
+            client
+                .post(format!("http://{addr}{path}"))
+                .json(&body)
+                .send(),
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         call.abort();
         let _ = call.await;
@@ -126,7 +191,11 @@ async fn a_non_streaming_call_is_cancelled_when_its_client_goes_away() {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(engine.log().cancelled(), before + 1, "{path}: the engine saw the cancellation");
+        assert_eq!(
+            engine.log().cancelled(),
+            before + 1,
+            "{path}: the engine saw the cancellation"
+        );
     }
     assert_eq!(engine.log().completed(), 0);
     assert_eq!(metrics.active_streams(), 0);
@@ -145,13 +214,18 @@ async fn head_on_the_root_answers_like_ollama() {
         .oneshot(Request::get("/api/version").body(Body::empty()).unwrap())
         .await
         .unwrap();
-    let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
 }
 
 #[tokio::test]
 async fn stop_strings_end_the_answer_unseen_and_stop_the_engine() {
-    let fake = FakeConfig { token_delay: Duration::from_millis(5), min_tokens: 500, ..FakeConfig::default() };
+    let fake = FakeConfig {
+        token_delay: Duration::from_millis(5),
+        min_tokens: 500,
+        ..FakeConfig::default()
+    };
     let (state, engine, _) = fake_state(fake, ServeConfig::default());
     let app = kinko::api_router(state);
     let resp = app
@@ -163,7 +237,8 @@ async fn stop_strings_end_the_answer_unseen_and_stop_the_engine() {
         )
         .await
         .unwrap();
-    let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["message"]["content"], "Turn 1. You said: go word1 word2 ");
     assert_eq!(v["done_reason"], "stop");
     for _ in 0..100 {
@@ -172,9 +247,17 @@ async fn stop_strings_end_the_answer_unseen_and_stop_the_engine() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(engine.log().cancelled(), 1, "the engine stopped at the stop string");
+    assert_eq!(
+        engine.log().cancelled(),
+        1,
+        "the engine stopped at the stop string"
+    );
     // OpenAI's `stop` takes a plain string too.
-    let (status, text) = post("/v1/chat/completions", json!({"model": "fake", "stop": "said", "messages": [{"role": "user", "content": "x"}]})).await;
+    let (status, text) = post(
+        "/v1/chat/completions",
+        json!({"model": "fake", "stop": "said", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "Turn 1. You ");

@@ -33,7 +33,10 @@ struct Files {
 /// The first request gets half the file and a broken connection; later ones
 /// are served properly (with Range support).
 async fn flaky(State(files): State<Arc<Files>>, headers: HeaderMap) -> Response {
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(String::from);
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
     let first = {
         let mut r = files.ranges.lock().unwrap();
         r.push(range);
@@ -43,27 +46,44 @@ async fn flaky(State(files): State<Arc<Files>>, headers: HeaderMap) -> Response 
         let bytes = std::fs::read(&files.gguf).unwrap();
         let half = bytes[..bytes.len() / 2].to_vec();
         use futures::StreamExt;
-        let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(axum::body::Bytes::from(half))])
-            .chain(futures::stream::once(async {
-                // Let the first half reach the client, then drop the line.
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                Err(std::io::Error::other("connection lost"))
-            }));
+        let stream =
+            futures::stream::iter(vec![Ok::<_, std::io::Error>(axum::body::Bytes::from(half))])
+                .chain(futures::stream::once(async {
+                    // Let the first half reach the client, then drop the line.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    Err(std::io::Error::other("connection lost"))
+                }));
         return (
             [(header::CONTENT_LENGTH, bytes.len().to_string())],
             Body::from_stream(stream),
         )
             .into_response();
     }
-    let req = Request::builder().header(header::RANGE, headers.get(header::RANGE).cloned().unwrap_or(header::HeaderValue::from_static("bytes=0-"))).body(Body::empty()).unwrap();
-    ServeFile::new(&files.gguf).oneshot(req).await.unwrap().into_response()
+    let req = Request::builder()
+        .header(
+            header::RANGE,
+            headers
+                .get(header::RANGE)
+                .cloned()
+                .unwrap_or(header::HeaderValue::from_static("bytes=0-")),
+        )
+        .body(Body::empty())
+        .unwrap();
+    ServeFile::new(&files.gguf)
+        .oneshot(req)
+        .await
+        .unwrap()
+        .into_response()
 }
 
 async fn file_server(files: Arc<Files>) -> String {
     let gguf = files.gguf.clone();
     let app = Router::new()
         .route_service("/files/tiny.gguf", ServeFile::new(&gguf))
-        .route_service("/Org/Tiny-GGUF/resolve/main/tiny-q8_0.gguf", ServeFile::new(&gguf))
+        .route_service(
+            "/Org/Tiny-GGUF/resolve/main/tiny-q8_0.gguf",
+            ServeFile::new(&gguf),
+        )
         .route("/flaky/tiny.gguf", get(flaky))
         .with_state(files);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -83,24 +103,48 @@ async fn setup(tag: &str) -> (axum::Router, ModelStore, Arc<Files>, String) {
     let dir = temp_dir(tag);
     let gguf = dir.join("tiny.gguf");
     kinko::models::gguf::write_tiny_test_model(&gguf).unwrap();
-    let sha256: String = Sha256::digest(std::fs::read(&gguf).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
-    let files = Arc::new(Files { gguf, sha256, ranges: Mutex::new(Vec::new()) });
+    let sha256: String = Sha256::digest(std::fs::read(&gguf).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let files = Arc::new(Files {
+        gguf,
+        sha256,
+        ranges: Mutex::new(Vec::new()),
+    });
     let base = file_server(files.clone()).await;
     let store = ModelStore::new(dir.join("home"));
-    let config = ServeConfig { hf_endpoint: base.clone(), ..ServeConfig::default() };
+    let config = ServeConfig {
+        hf_endpoint: base.clone(),
+        ..ServeConfig::default()
+    };
     let (state, _, _) = fake_state(FakeConfig::default(), config);
-    (kinko::api_router(state.with_store(store.clone())), store, files, base)
+    (
+        kinko::api_router(state.with_store(store.clone())),
+        store,
+        files,
+        base,
+    )
 }
 
 async fn pull(app: &axum::Router, body: Value) -> (StatusCode, Vec<Value>) {
     let resp = app
         .clone()
-        .oneshot(Request::post("/api/pull").header(header::CONTENT_TYPE, "application/json").body(Body::from(body.to_string())).unwrap())
+        .oneshot(
+            Request::post("/api/pull")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
         .await
         .unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let lines = String::from_utf8(bytes.to_vec()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines = String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     (status, lines)
 }
 
@@ -110,19 +154,32 @@ async fn a_url_with_its_digest_is_downloaded_and_installed() {
     let (status, lines) = pull(&app, json!({"model": format!("{base}/files/tiny.gguf@sha256:{}", files.sha256), "name": "tiny:dl"})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(lines.last().unwrap()["status"], "success", "{lines:?}");
-    assert!(lines.iter().any(|l| l["status"] == "downloading" && l["completed"] == l["total"]), "{lines:?}");
-    assert!(lines.iter().any(|l| l["status"] == "verifying sha256 digest"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["status"] == "downloading" && l["completed"] == l["total"]),
+        "{lines:?}"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l["status"] == "verifying sha256 digest"));
     let m = store.get("tiny:dl").unwrap().manifest;
     assert_eq!(m.digest, format!("sha256:{}", files.sha256));
     // No partial file is left behind.
-    let leftovers = std::fs::read_dir(store.root().join(".downloads")).unwrap().count();
+    let leftovers = std::fs::read_dir(store.root().join(".downloads"))
+        .unwrap()
+        .count();
     assert_eq!(leftovers, 0);
 }
 
 #[tokio::test]
 async fn an_hf_name_maps_to_the_hub_layout() {
     let (app, store, _, _) = setup("hf").await;
-    let (_, lines) = pull(&app, json!({"model": "hf.co/Org/Tiny-GGUF:tiny-q8_0.gguf", "stream": true})).await;
+    let (_, lines) = pull(
+        &app,
+        json!({"model": "hf.co/Org/Tiny-GGUF:tiny-q8_0.gguf", "stream": true}),
+    )
+    .await;
     assert_eq!(lines.last().unwrap()["status"], "success", "{lines:?}");
     assert!(store.get("tiny-gguf:tiny-q8_0").is_some());
 }
@@ -132,16 +189,32 @@ async fn an_interrupted_download_resumes_with_a_range_request() {
     let (app, store, files, base) = setup("resume").await;
     let spec = format!("{base}/flaky/tiny.gguf@sha256:{}", files.sha256);
     let (_, lines) = pull(&app, json!({"model": spec, "name": "tiny:resumed"})).await;
-    assert!(lines.last().unwrap()["error"].as_str().unwrap().contains("broke off"), "{lines:?}");
-    assert!(store.get("tiny:resumed").is_none(), "nothing half-installed");
+    assert!(
+        lines.last().unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("broke off"),
+        "{lines:?}"
+    );
+    assert!(
+        store.get("tiny:resumed").is_none(),
+        "nothing half-installed"
+    );
     let (_, lines) = pull(&app, json!({"model": spec, "name": "tiny:resumed"})).await;
     assert_eq!(lines.last().unwrap()["status"], "success", "{lines:?}");
     let ranges = files.ranges.lock().unwrap().clone();
     let size = std::fs::metadata(&files.gguf).unwrap().len();
     assert_eq!(ranges, vec![None, Some(format!("bytes={}-", size / 2))]);
     let first_progress = lines.iter().find(|l| l["status"] == "downloading").unwrap();
-    assert_eq!(first_progress["completed"], size / 2, "it started from the half already there");
-    assert_eq!(store.get("tiny:resumed").unwrap().manifest.digest, format!("sha256:{}", files.sha256));
+    assert_eq!(
+        first_progress["completed"],
+        size / 2,
+        "it started from the half already there"
+    );
+    assert_eq!(
+        store.get("tiny:resumed").unwrap().manifest.digest,
+        format!("sha256:{}", files.sha256)
+    );
 }
 
 #[tokio::test]
@@ -150,7 +223,13 @@ async fn a_wrong_digest_installs_nothing() {
     let wrong = "0".repeat(64);
     let (status, lines) = pull(&app, json!({"model": format!("{base}/files/tiny.gguf@sha256:{wrong}"), "name": "tiny:bad", "stream": false})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(lines[0]["error"].as_str().unwrap().contains("digest mismatch"), "{lines:?}");
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("digest mismatch"),
+        "{lines:?}"
+    );
     assert!(store.get("tiny:bad").is_none());
     let (status, lines) = pull(&app, json!({"model": "not-a-url"})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{lines:?}");

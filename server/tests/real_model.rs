@@ -53,7 +53,10 @@ fn server() -> &'static Server {
                 axum::serve(listener, kinko::router(state)).await.unwrap();
             });
         });
-        Server { addr: rx.recv().unwrap(), metrics }
+        Server {
+            addr: rx.recv().unwrap(),
+            metrics,
+        }
     })
 }
 
@@ -83,7 +86,10 @@ async fn a_two_turn_conversation_streams_and_finishes() {
     assert_eq!(events.last().unwrap().event, "done", "{events:?}");
     let first = text_of(&events);
     assert!(!first.trim().is_empty());
-    assert!(events.iter().filter(|e| e.event == "delta").count() >= 2, "streamed in pieces");
+    assert!(
+        events.iter().filter(|e| e.event == "delta").count() >= 2,
+        "streamed in pieces"
+    );
 
     let events2 = chat(
         json!([first_q, {"role": "assistant", "content": first}, {"role": "user", "content": "And the capital of Japan?"}]),
@@ -104,20 +110,30 @@ async fn a_two_turn_conversation_streams_and_finishes() {
 async fn usage_counts_agree_with_the_deltas() {
     let _turn = lock().await;
     let max_tokens = 40;
-    let events = chat(json!([{"role": "user", "content": "Write a long story about a brave little robot."}]), max_tokens).await;
+    let events = chat(
+        json!([{"role": "user", "content": "Write a long story about a brave little robot."}]),
+        max_tokens,
+    )
+    .await;
     let meta = &events[0].data;
     let done = &events.last().unwrap().data;
     assert_eq!(events.last().unwrap().event, "done");
     let deltas = events.iter().filter(|e| e.event == "delta").count() as u64;
     let completion = done["usage"]["completion_tokens"].as_u64().unwrap();
     // One delta per generated token, less any token that carried no text.
-    assert!(deltas <= completion && completion <= deltas + 2, "deltas {deltas}, completion {completion}");
+    assert!(
+        deltas <= completion && completion <= deltas + 2,
+        "deltas {deltas}, completion {completion}"
+    );
     assert!(completion <= max_tokens as u64);
     if done["finish_reason"] == "length" {
         assert_eq!(completion, max_tokens as u64);
     }
     // The engine's prompt count matches the server's own count (same template).
-    assert_eq!(done["usage"]["prompt_tokens"], meta["prompt_tokens"], "{meta} {done}");
+    assert_eq!(
+        done["usage"]["prompt_tokens"], meta["prompt_tokens"],
+        "{meta} {done}"
+    );
     assert!(done["timings"]["tokens_per_second"].as_f64().unwrap() > 0.0);
 }
 
@@ -145,19 +161,35 @@ async fn dropping_the_client_stops_the_engine() {
     let at_drop = s.metrics.tokens_total();
     // Active streams returns to 0.
     while s.metrics.active_streams() != 0 {
-        assert!(dropped_at.elapsed() < Duration::from_secs(5), "the stream is still active");
+        assert!(
+            dropped_at.elapsed() < Duration::from_secs(5),
+            "the stream is still active"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Wait long enough for ~30 more tokens at this model's speed, then check
     // the counter barely moved.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let after = s.metrics.tokens_total();
-    assert!(after - at_drop <= 2, "tokens kept coming after the drop: {at_drop} -> {after}");
-    assert!(at_drop - started_tokens < 1000, "the answer was cut short");
-    let text = reqwest::get(format!("http://{}/metrics", s.addr)).await.unwrap().text().await.unwrap();
-    assert!(text.lines().any(|l| l == "kinko_streams_active 0"), "{text}");
     assert!(
-        !text.lines().any(|l| l == "kinko_streams_finished_total{reason=\"cancelled\"} 0"),
+        after - at_drop <= 2,
+        "tokens kept coming after the drop: {at_drop} -> {after}"
+    );
+    assert!(at_drop - started_tokens < 1000, "the answer was cut short");
+    let text = reqwest::get(format!("http://{}/metrics", s.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines().any(|l| l == "kinko_streams_active 0"),
+        "{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l == "kinko_streams_finished_total{reason=\"cancelled\"} 0"),
         "{text}"
     );
 }
@@ -179,7 +211,9 @@ async fn disconnect_to_engine_stop_time_over_20_drops() {
         let mut body = resp.bytes_stream();
         let mut seen = String::new();
         while seen.matches("event: delta").count() < 3 {
-            seen.push_str(&String::from_utf8_lossy(&body.next().await.expect("stream ended early").unwrap()));
+            seen.push_str(&String::from_utf8_lossy(
+                &body.next().await.expect("stream ended early").unwrap(),
+            ));
         }
         let at_drop = s.metrics.tokens_total();
         drop(body);
@@ -188,7 +222,10 @@ async fn disconnect_to_engine_stop_time_over_20_drops() {
         // stream (active streams back to 0): the engine's receiver is gone
         // and the sequence is cancelled at its next token.
         while s.metrics.active_streams() != 0 {
-            assert!(dropped.elapsed() < Duration::from_secs(10), "the stream stayed active");
+            assert!(
+                dropped.elapsed() < Duration::from_secs(10),
+                "the stream stayed active"
+            );
             tokio::task::yield_now().await;
         }
         stops.push(dropped.elapsed().as_secs_f64() * 1000.0);

@@ -30,7 +30,9 @@ fn post_json(body: impl Into<Body>) -> Request<Body> {
 async fn json_error(resp: axum::response::Response) -> (StatusCode, Value) {
     let status = resp.status();
     assert_eq!(
-        resp.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap()),
+        resp.headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap()),
         Some("application/json"),
         "error bodies are JSON"
     );
@@ -109,7 +111,10 @@ async fn bad_input_gets_a_status_and_a_json_error() {
         table.push(format!("| {name} | {} | {code} |", got.as_u16()));
     }
     // The table for the issue note: `cargo test -- --nocapture bad_input`.
-    println!("| case | status | code |\n|---|---|---|\n{}", table.join("\n"));
+    println!(
+        "| case | status | code |\n|---|---|---|\n{}",
+        table.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -117,7 +122,9 @@ async fn nothing_is_generated_for_bad_input() {
     let (state, engine, metrics) = fake_state(FakeConfig::default(), ServeConfig::default());
     let app = kinko::api_router(state);
     let resp = app
-        .oneshot(post_json(json!({"model": "fake:latest", "messages": []}).to_string()))
+        .oneshot(post_json(
+            json!({"model": "fake:latest", "messages": []}).to_string(),
+        ))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -129,7 +136,10 @@ async fn nothing_is_generated_for_bad_input() {
 async fn a_chat_streams_meta_deltas_done_as_named_sse_events() {
     let resp = app().oneshot(post_json(hello().to_string())).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(resp.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-cache");
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     let raw = String::from_utf8(bytes.to_vec()).unwrap();
@@ -141,7 +151,10 @@ async fn a_chat_streams_meta_deltas_done_as_named_sse_events() {
     let names: Vec<_> = events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names.first(), Some(&"meta"));
     assert_eq!(names.last(), Some(&"done"));
-    assert!(names[1..names.len() - 1].iter().all(|n| *n == "delta"), "{names:?}");
+    assert!(
+        names[1..names.len() - 1].iter().all(|n| *n == "delta"),
+        "{names:?}"
+    );
     assert_eq!(text_of(&events), "Turn 1. You said: hello world");
     let meta = &events[0].data;
     assert_eq!(meta["model"], "fake:latest");
@@ -156,15 +169,24 @@ async fn a_chat_streams_meta_deltas_done_as_named_sse_events() {
 
 #[tokio::test]
 async fn an_engine_failure_mid_answer_is_an_error_event() {
-    let fake = FakeConfig { fail_after: Some(2), ..FakeConfig::default() };
+    let fake = FakeConfig {
+        fail_after: Some(2),
+        ..FakeConfig::default()
+    };
     let (state, _, metrics) = fake_state(fake, ServeConfig::default());
-    let resp = kinko::api_router(state).oneshot(post_json(hello().to_string())).await.unwrap();
+    let resp = kinko::api_router(state)
+        .oneshot(post_json(hello().to_string()))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let events = parse_sse(resp.into_body().into_data_stream()).await;
     let names: Vec<_> = events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names, ["meta", "delta", "delta", "error"]);
     assert_eq!(events[3].data["code"], "engine_error");
-    assert!(events[3].data["message"].as_str().unwrap().contains("scripted failure"));
+    assert!(events[3].data["message"]
+        .as_str()
+        .unwrap()
+        .contains("scripted failure"));
     assert_eq!(metrics.finished_total(app::api::FinishReason::Error), 1);
     assert_eq!(metrics.active_streams(), 0);
 }
@@ -182,18 +204,23 @@ async fn max_tokens_ends_with_length() {
 async fn long_history_is_trimmed_and_meta_says_so() {
     let mut messages = vec![json!({"role": "system", "content": "be brief"})];
     for i in 0..400 {
-        messages.push(json!({"role": "user", "content": format!("question {i} {}", "w ".repeat(20))}));
+        messages
+            .push(json!({"role": "user", "content": format!("question {i} {}", "w ".repeat(20))}));
         messages.push(json!({"role": "assistant", "content": format!("answer {i}")}));
     }
     messages.push(json!({"role": "user", "content": "the newest question"}));
-    let body = json!({"model": "fake:latest", "messages": messages, "options": {"max_tokens": 100}});
+    let body =
+        json!({"model": "fake:latest", "messages": messages, "options": {"max_tokens": 100}});
     let resp = app().oneshot(post_json(body.to_string())).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let events = parse_sse(resp.into_body().into_data_stream()).await;
     let meta = &events[0].data;
     let dropped = meta["trimmed_messages"].as_u64().unwrap();
     assert!(dropped > 0 && dropped < 800, "{meta}");
-    assert!(meta["prompt_tokens"].as_u64().unwrap() <= 4096 - 100 - 16, "{meta}");
+    assert!(
+        meta["prompt_tokens"].as_u64().unwrap() <= 4096 - 100 - 16,
+        "{meta}"
+    );
     assert!(text_of(&events).contains("the newest question"));
 }
 
@@ -204,30 +231,61 @@ async fn a_message_that_cannot_fit_alone_is_a_context_overflow() {
     let (status, v) = json_error(resp).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(v["error"]["code"], "context_overflow");
-    assert!(v["error"]["message"].as_str().unwrap().contains("4096"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("4096"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
 async fn models_health_and_metrics() {
-    let resp = app().oneshot(Request::get("/api/models").body(Body::empty()).unwrap()).await.unwrap();
+    let resp = app()
+        .oneshot(Request::get("/api/models").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["models"][0]["name"], "fake:latest");
     assert_eq!(v["models"][0]["context_length"], 4096);
 
-    let resp = app().oneshot(Request::get("/health").body(Body::empty()).unwrap()).await.unwrap();
+    let resp = app()
+        .oneshot(Request::get("/health").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 
     let (state, _, _) = fake_state(FakeConfig::default(), ServeConfig::default());
     let app = kinko::api_router(state);
-    let resp = app.clone().oneshot(post_json(hello().to_string())).await.unwrap();
-    let _ = resp.into_body().collect().await.unwrap();
     let resp = app
-        .oneshot(Request::builder().method(Method::GET).uri("/metrics").body(Body::empty()).unwrap())
+        .clone()
+        .oneshot(post_json(hello().to_string()))
         .await
         .unwrap();
-    assert!(resp.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
-    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let _ = resp.into_body().collect().await.unwrap();
+    let resp = app
+        .oneshot(
+            Request::builder()
+                .method(Method::GET)
+                .uri("/metrics")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(resp.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
     for line in [
         "kinko_streams_started_total 1",
         "kinko_streams_finished_total{reason=\"stop\"} 1",
@@ -235,6 +293,9 @@ async fn models_health_and_metrics() {
         "kinko_streams_active 0",
         "kinko_tokens_generated_total 5",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
     }
 }

@@ -18,7 +18,10 @@ async fn dropping_the_client_mid_stream_cancels_the_generation() {
         min_tokens: 10_000,
         ..FakeConfig::default()
     };
-    let config = ServeConfig { max_tokens_cap: 10_000, ..ServeConfig::default() };
+    let config = ServeConfig {
+        max_tokens_cap: 10_000,
+        ..ServeConfig::default()
+    };
     let (state, engine, metrics) = fake_state(fake, config);
     let addr = spawn_server(state).await;
 
@@ -54,7 +57,11 @@ async fn dropping_the_client_mid_stream_cancels_the_generation() {
     assert_eq!(metrics.finished_total(FinishReason::Cancelled), 1);
     let tokens = metrics.tokens_total();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(metrics.tokens_total(), tokens, "no tokens after the cancellation");
+    assert_eq!(
+        metrics.tokens_total(),
+        tokens,
+        "no tokens after the cancellation"
+    );
     assert!(tokens < 100, "generation stopped early ({tokens} tokens)");
 }
 
@@ -64,7 +71,10 @@ async fn keep_alive_comments_flow_while_the_engine_is_silent() {
         token_delay: Duration::from_millis(400),
         ..FakeConfig::default()
     };
-    let config = ServeConfig { keep_alive_secs: 0.1, ..ServeConfig::default() };
+    let config = ServeConfig {
+        keep_alive_secs: 0.1,
+        ..ServeConfig::default()
+    };
     let (state, _, _) = fake_state(fake, config);
     let addr = spawn_server(state).await;
     let resp = reqwest::Client::new()
@@ -116,13 +126,22 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_generation_cancelled() {
 
     let log = engine.log();
     while log.cancelled() == 0 {
-        assert!(stopped_reading.elapsed() < Duration::from_secs(20), "the stalled client still holds the engine");
+        assert!(
+            stopped_reading.elapsed() < Duration::from_secs(20),
+            "the stalled client still holds the engine"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = stopped_reading.elapsed();
-    println!("stalled client cut off {} ms after it stopped reading (bound 500 ms)", took.as_millis());
+    println!(
+        "stalled client cut off {} ms after it stopped reading (bound 500 ms)",
+        took.as_millis()
+    );
     assert_eq!(log.completed(), 0);
-    assert!(log.tokens() < 3_000_000, "the generation did not run to its end");
+    assert!(
+        log.tokens() < 3_000_000,
+        "the generation did not run to its end"
+    );
     for _ in 0..100 {
         if metrics.active_streams() == 0 {
             break;
@@ -142,5 +161,8 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_generation_cancelled() {
         }
     })
     .await;
-    assert!(drained.is_ok(), "the server closed the connection (drained {total} bytes)");
+    assert!(
+        drained.is_ok(),
+        "the server closed the connection (drained {total} bytes)"
+    );
 }

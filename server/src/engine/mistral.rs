@@ -66,12 +66,22 @@ impl MistralEngine {
     /// An engine serving the models of `store`; nothing is loaded yet.
     /// Models stay loaded 5 minutes after their last use, two at most.
     pub fn new(store: ModelStore, metrics: Metrics) -> Self {
-        Self::with_limits(store, metrics, KeepAlive::For(std::time::Duration::from_secs(300)), 2)
+        Self::with_limits(
+            store,
+            metrics,
+            KeepAlive::For(std::time::Duration::from_secs(300)),
+            2,
+        )
     }
 
     /// Like [`MistralEngine::new`] with the default keep-alive and the most
     /// models held in memory at once (the least recently used goes first).
-    pub fn with_limits(store: ModelStore, metrics: Metrics, keep_alive: KeepAlive, max_loaded: usize) -> Self {
+    pub fn with_limits(
+        store: ModelStore,
+        metrics: Metrics,
+        keep_alive: KeepAlive,
+        max_loaded: usize,
+    ) -> Self {
         Self {
             store,
             metrics,
@@ -92,7 +102,9 @@ impl MistralEngine {
                 let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
                 loop {
                     tick.tick().await;
-                    let Some(loaded) = loaded.upgrade() else { return };
+                    let Some(loaded) = loaded.upgrade() else {
+                        return;
+                    };
                     let now = std::time::Instant::now();
                     let mut map = loaded.lock().await;
                     map.retain(|name, e| {
@@ -147,7 +159,11 @@ impl MistralEngine {
         self.model_kept(name, None).await
     }
 
-    async fn model_kept(&self, name: &str, keep_alive: Option<KeepAlive>) -> Result<Arc<Model>, EngineError> {
+    async fn model_kept(
+        &self,
+        name: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Arc<Model>, EngineError> {
         self.start_reaper();
         let installed = self.installed(name)?;
         let key = installed.manifest.name.clone();
@@ -272,9 +288,9 @@ impl ChatEngine for MistralEngine {
             .filter(|(_, e)| e.cell.initialized())
             .map(|(name, e)| super::LoadedModel {
                 name: name.clone(),
-                expires_at: e.expires().map(|t| {
-                    std::time::SystemTime::now() + t.saturating_duration_since(now)
-                }),
+                expires_at: e
+                    .expires()
+                    .map(|t| std::time::SystemTime::now() + t.saturating_duration_since(now)),
             })
             .collect();
         names.sort_by(|a, b| a.name.cmp(&b.name));

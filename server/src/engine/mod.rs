@@ -110,7 +110,9 @@ impl KeepAlive {
             if s < 0.0 {
                 Some(KeepAlive::Forever)
             } else {
-                std::time::Duration::try_from_secs_f64(s).ok().map(KeepAlive::For)
+                std::time::Duration::try_from_secs_f64(s)
+                    .ok()
+                    .map(KeepAlive::For)
             }
         };
         match v {
@@ -169,8 +171,11 @@ pub trait ChatEngine: Send + Sync + 'static {
     /// The models this engine can serve, sorted by name.
     async fn list_models(&self) -> Vec<ModelInfo>;
     /// Tokens the prompt takes with the model's chat template applied.
-    async fn count_tokens(&self, model: &str, messages: &[ChatMessage])
-        -> Result<usize, EngineError>;
+    async fn count_tokens(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+    ) -> Result<usize, EngineError>;
     /// Start generating. The stream ends after `Done` or an error.
     async fn stream(&self, req: EngineRequest) -> Result<TokenStream, EngineError>;
 }
@@ -183,12 +188,30 @@ mod tests {
 
     #[test]
     fn keep_alive_forms() {
-        assert_eq!(KeepAlive::parse(&json!("5m")), Some(KeepAlive::For(Duration::from_secs(300))));
-        assert_eq!(KeepAlive::parse(&json!("30s")), Some(KeepAlive::For(Duration::from_secs(30))));
-        assert_eq!(KeepAlive::parse(&json!("1h")), Some(KeepAlive::For(Duration::from_secs(3600))));
-        assert_eq!(KeepAlive::parse(&json!("0")), Some(KeepAlive::For(Duration::ZERO)));
-        assert_eq!(KeepAlive::parse(&json!(0)), Some(KeepAlive::For(Duration::ZERO)));
-        assert_eq!(KeepAlive::parse(&json!(90)), Some(KeepAlive::For(Duration::from_secs(90))));
+        assert_eq!(
+            KeepAlive::parse(&json!("5m")),
+            Some(KeepAlive::For(Duration::from_secs(300)))
+        );
+        assert_eq!(
+            KeepAlive::parse(&json!("30s")),
+            Some(KeepAlive::For(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            KeepAlive::parse(&json!("1h")),
+            Some(KeepAlive::For(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            KeepAlive::parse(&json!("0")),
+            Some(KeepAlive::For(Duration::ZERO))
+        );
+        assert_eq!(
+            KeepAlive::parse(&json!(0)),
+            Some(KeepAlive::For(Duration::ZERO))
+        );
+        assert_eq!(
+            KeepAlive::parse(&json!(90)),
+            Some(KeepAlive::For(Duration::from_secs(90)))
+        );
         assert_eq!(KeepAlive::parse(&json!(-1)), Some(KeepAlive::Forever));
         assert_eq!(KeepAlive::parse(&json!("-1m")), Some(KeepAlive::Forever));
         assert_eq!(KeepAlive::parse(&json!("soon")), None);

@@ -50,8 +50,7 @@ pub fn inspect(path: &Path) -> Result<GgufInfo, StoreError> {
         reason,
     };
     let file = File::open(path).map_err(|e| not_gguf(e.to_string()))?;
-    let content =
-        Content::read(&mut BufReader::new(file)).map_err(|e| not_gguf(e.to_string()))?;
+    let content = Content::read(&mut BufReader::new(file)).map_err(|e| not_gguf(e.to_string()))?;
     let architecture = content
         .metadata
         .get("general.architecture")
@@ -95,7 +94,10 @@ pub fn write_tiny_test_model(path: &Path) -> candle_core::Result<()> {
     let mut f = File::create(path)?;
     candle_core::quantized::gguf_file::write(
         &mut f,
-        &[("general.architecture", &arch), ("llama.context_length", &ctx)],
+        &[
+            ("general.architecture", &arch),
+            ("llama.context_length", &ctx),
+        ],
         &[("token_embd.weight", &q)],
     )
 }

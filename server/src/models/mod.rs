@@ -26,7 +26,9 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The model name is not `name[:tag]` of lowercase letters, digits, `.`, `_`, `-`.
-    #[error("invalid model name `{0}`: use name[:tag] with lowercase letters, digits, '.', '_' or '-'")]
+    #[error(
+        "invalid model name `{0}`: use name[:tag] with lowercase letters, digits, '.', '_' or '-'"
+    )]
     InvalidName(String),
     /// The file is not a GGUF model kinko can read.
     #[error("{path}: not a readable GGUF file: {reason}")]
@@ -264,7 +266,9 @@ impl ModelStore {
                 }
                 Some(q) => {
                     quantize::requantize(source, &target, q)?;
-                    let size = fs::metadata(&target).map_err(io("stat the converted model"))?.len();
+                    let size = fs::metadata(&target)
+                        .map_err(io("stat the converted model"))?
+                        .len();
                     let digest = sha256_file(&target)?;
                     let info = gguf::inspect(&target)?;
                     (size, digest, info, Some(source_digest.clone()))
@@ -381,7 +385,11 @@ impl ModelStore {
             return Ok(false);
         };
         let dest = normalize_name(destination)?;
-        let tmp = self.root.join(format!(".copy-{}-{}", dest.replace(':', "-"), std::process::id()));
+        let tmp = self.root.join(format!(
+            ".copy-{}-{}",
+            dest.replace(':', "-"),
+            std::process::id()
+        ));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
         let result = (|| {
@@ -410,8 +418,10 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Sto
         source: std::io::Error::other(e),
     })?;
     let mut f = fs::File::create(&tmp).map_err(io(format!("create {}", tmp.display())))?;
-    f.write_all(&text).map_err(io(format!("write {}", tmp.display())))?;
-    f.sync_all().map_err(io(format!("sync {}", tmp.display())))?;
+    f.write_all(&text)
+        .map_err(io(format!("write {}", tmp.display())))?;
+    f.sync_all()
+        .map_err(io(format!("sync {}", tmp.display())))?;
     fs::rename(&tmp, path).map_err(io(format!("rename to {}", path.display())))
 }
 
@@ -421,7 +431,9 @@ pub fn sha256_file(path: &Path) -> Result<String, StoreError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(io(format!("read {}", path.display())))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(io(format!("read {}", path.display())))?;
         if n == 0 {
             break;
         }
@@ -437,24 +449,30 @@ fn copy_hashing(from: &Path, to: &Path) -> Result<(u64, String), StoreError> {
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = src.read(&mut buf).map_err(io(format!("read {}", from.display())))?;
+        let n = src
+            .read(&mut buf)
+            .map_err(io(format!("read {}", from.display())))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        dst.write_all(&buf[..n]).map_err(io(format!("write {}", to.display())))?;
+        dst.write_all(&buf[..n])
+            .map_err(io(format!("write {}", to.display())))?;
         size += n as u64;
     }
-    dst.sync_all().map_err(io(format!("sync {}", to.display())))?;
+    dst.sync_all()
+        .map_err(io(format!("sync {}", to.display())))?;
     Ok((size, format!("sha256:{}", hex(&hasher.finalize()))))
 }
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -504,7 +522,10 @@ mod tests {
         assert!(store.copy("tiny:1", "tiny-copy").unwrap());
         assert!(!store.copy("nope", "x").unwrap());
         let copy = store.get("tiny-copy:latest").unwrap();
-        assert_eq!(copy.manifest.digest, store.get("tiny:1").unwrap().manifest.digest);
+        assert_eq!(
+            copy.manifest.digest,
+            store.get("tiny:1").unwrap().manifest.digest
+        );
         assert!(copy.gguf_path().is_file());
         assert!(store.remove("tiny:1").unwrap());
         assert!(!store.remove("tiny:1").unwrap());

@@ -126,7 +126,10 @@ fn number<T: std::str::FromStr>(
 ) -> Result<T, ModelfileError> {
     match value.parse::<T>() {
         Ok(v) if ok(&v) => Ok(v),
-        _ => Err(err(line, format!("PARAMETER {name} must be {range}, got `{value}`"))),
+        _ => Err(err(
+            line,
+            format!("PARAMETER {name} must be {range}, got `{value}`"),
+        )),
     }
 }
 
@@ -189,13 +192,18 @@ pub fn parse(text: &str) -> Result<Modelfile, ModelfileError> {
             other => {
                 return Err(err(
                     n,
-                    format!("unknown instruction `{other}` (known: FROM, SYSTEM, PARAMETER, TEMPLATE)"),
+                    format!(
+                        "unknown instruction `{other}` (known: FROM, SYSTEM, PARAMETER, TEMPLATE)"
+                    ),
                 ))
             }
         }
     }
     if from_line.is_none() {
-        return Err(err(text.lines().count().max(1), "no FROM line: a Modelfile must name its base model"));
+        return Err(err(
+            text.lines().count().max(1),
+            "no FROM line: a Modelfile must name its base model",
+        ));
     }
     Ok(out)
 }
@@ -256,7 +264,10 @@ mod tests {
         assert_eq!(p.top_k, Some(20));
         assert_eq!(p.top_p, Some(0.8));
         assert_eq!(p.stop, vec!["<|im_end|>".to_string(), "User:".to_string()]);
-        assert_eq!((p.num_ctx, p.num_predict, p.repeat_penalty), (Some(2048), Some(64), Some(1.2)));
+        assert_eq!(
+            (p.num_ctx, p.num_predict, p.repeat_penalty),
+            (Some(2048), Some(64), Some(1.2))
+        );
         // Rendering and parsing again gives the same preset.
         assert_eq!(parse(&render(&m)).unwrap(), m);
     }
@@ -273,11 +284,23 @@ mod tests {
         let cases = [
             ("SYSTEM hi\n", 1, "no FROM"),
             ("FROM a\nFROM b\n", 2, "FROM given twice"),
-            ("FROM a\n\nPARAMETER temperature hot\n", 3, "temperature must be between 0 and 2"),
+            (
+                "FROM a\n\nPARAMETER temperature hot\n",
+                3,
+                "temperature must be between 0 and 2",
+            ),
             ("FROM a\nPARAMETER temperature 3\n", 2, "between 0 and 2"),
-            ("FROM a\nPARAMETER mirostat 1\n", 2, "unknown PARAMETER `mirostat`"),
+            (
+                "FROM a\nPARAMETER mirostat 1\n",
+                2,
+                "unknown PARAMETER `mirostat`",
+            ),
             ("FROM a\nADAPTER x\n", 2, "unknown instruction `ADAPTER`"),
-            ("FROM a\nSYSTEM \"\"\"never closed\nstill open\n", 2, "unterminated"),
+            (
+                "FROM a\nSYSTEM \"\"\"never closed\nstill open\n",
+                2,
+                "unterminated",
+            ),
             ("FROM a\nPARAMETER top_k\n", 2, "needs a name and a value"),
             ("FROM\n", 1, "missing value"),
             ("FROM a\nSYSTEM \"oops\n", 2, "unterminated quoted value"),

@@ -63,7 +63,13 @@ fn sanitize(s: &str) -> String {
     let mut out: String = s
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     while out.starts_with('.') || out.starts_with('-') {
         out.remove(0);
@@ -74,30 +80,49 @@ fn sanitize(s: &str) -> String {
 
 /// Parse `hf.co/ORG/REPO:FILE`, `huggingface.co/…` or an http(s) URL, each
 /// optionally ending in `@sha256:<hex>`. `name` overrides the store name.
-pub fn parse_spec(spec: &str, name: Option<&str>, hf_endpoint: &str) -> Result<PullSpec, PullError> {
+pub fn parse_spec(
+    spec: &str,
+    name: Option<&str>,
+    hf_endpoint: &str,
+) -> Result<PullSpec, PullError> {
     let (body, sha256) = match spec.rsplit_once("@sha256:") {
         Some((b, d)) if d.len() == 64 && d.chars().all(|c| c.is_ascii_hexdigit()) => {
             (b, Some(d.to_ascii_lowercase()))
         }
-        Some(_) => return Err(PullError::BadSpec("a digest must be @sha256: and 64 hex digits".into())),
+        Some(_) => {
+            return Err(PullError::BadSpec(
+                "a digest must be @sha256: and 64 hex digits".into(),
+            ))
+        }
         None => (spec, None),
     };
     let (url, default_name) = if let Some(rest) = body
         .strip_prefix("hf.co/")
         .or_else(|| body.strip_prefix("huggingface.co/"))
     {
-        let (repo, file) = rest.split_once(':').ok_or_else(|| {
-            PullError::BadSpec(format!("`{spec}`: use hf.co/ORG/REPO:FILE.gguf"))
-        })?;
+        let (repo, file) = rest
+            .split_once(':')
+            .ok_or_else(|| PullError::BadSpec(format!("`{spec}`: use hf.co/ORG/REPO:FILE.gguf")))?;
         if repo.split('/').count() != 2 || !file.ends_with(".gguf") {
-            return Err(PullError::BadSpec(format!("`{spec}`: use hf.co/ORG/REPO:FILE.gguf")));
+            return Err(PullError::BadSpec(format!(
+                "`{spec}`: use hf.co/ORG/REPO:FILE.gguf"
+            )));
         }
-        let url = format!("{}/{repo}/resolve/main/{file}", hf_endpoint.trim_end_matches('/'));
+        let url = format!(
+            "{}/{repo}/resolve/main/{file}",
+            hf_endpoint.trim_end_matches('/')
+        );
         let repo_name = repo.rsplit('/').next().unwrap_or(repo);
         let tag = file.trim_end_matches(".gguf");
         (url, format!("{}:{}", sanitize(repo_name), sanitize(tag)))
     } else if body.starts_with("http://") || body.starts_with("https://") {
-        let file = body.rsplit('/').next().unwrap_or("model").split('?').next().unwrap_or("model");
+        let file = body
+            .rsplit('/')
+            .next()
+            .unwrap_or("model")
+            .split('?')
+            .next()
+            .unwrap_or("model");
         (body.to_string(), sanitize(file.trim_end_matches(".gguf")))
     } else {
         return Err(PullError::BadSpec(format!(
@@ -114,7 +139,10 @@ fn partial_path(store: &ModelStore, url: &str) -> PathBuf {
         .take(12)
         .map(|b| format!("{b:02x}"))
         .collect();
-    store.root().join(".downloads").join(format!("{key}.partial"))
+    store
+        .root()
+        .join(".downloads")
+        .join(format!("{key}.partial"))
 }
 
 async fn hash_file(path: &Path) -> Result<String, PullError> {
@@ -139,13 +167,19 @@ pub async fn pull(
             .await
             .map_err(|e| PullError::Http(format!("create {}: {e}", dir.display())))?;
     }
-    let have = tokio::fs::metadata(&partial).await.map(|m| m.len()).unwrap_or(0);
+    let have = tokio::fs::metadata(&partial)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
     let client = reqwest::Client::new();
     let mut req = client.get(&spec.url);
     if have > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
     }
-    let resp = req.send().await.map_err(|e| PullError::Http(e.to_string()))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| PullError::Http(e.to_string()))?;
     let status = resp.status();
     let resuming = status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0;
     if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
@@ -176,7 +210,8 @@ pub async fn pull(
         let _ = progress.send(PullEvent::Progress { completed, total });
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| PullError::Http(format!("the download broke off: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| PullError::Http(format!("the download broke off: {e}")))?;
             file.write_all(&chunk)
                 .await
                 .map_err(|e| PullError::Http(format!("write {}: {e}", partial.display())))?;
@@ -215,13 +250,38 @@ mod tests {
 
     #[test]
     fn specs() {
-        let s = parse_spec("hf.co/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:smollm2-135m-instruct-q8_0.gguf", None, "https://huggingface.co").unwrap();
+        let s = parse_spec(
+            "hf.co/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:smollm2-135m-instruct-q8_0.gguf",
+            None,
+            "https://huggingface.co",
+        )
+        .unwrap();
         assert_eq!(s.url, "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/resolve/main/smollm2-135m-instruct-q8_0.gguf");
-        assert_eq!(s.name, "smollm2-135m-instruct-gguf:smollm2-135m-instruct-q8_0");
+        assert_eq!(
+            s.name,
+            "smollm2-135m-instruct-gguf:smollm2-135m-instruct-q8_0"
+        );
         let d = "a".repeat(64);
-        let s = parse_spec(&format!("http://127.0.0.1:9/files/Tiny.gguf@sha256:{d}"), Some("tiny:1"), "x").unwrap();
-        assert_eq!((s.url.as_str(), s.name.as_str(), s.sha256.as_deref()), ("http://127.0.0.1:9/files/Tiny.gguf", "tiny:1", Some(d.as_str())));
-        for bad in ["smollm2", "hf.co/a:b.gguf", "hf.co/a/b", "http://x/y.gguf@sha256:zz"] {
+        let s = parse_spec(
+            &format!("http://127.0.0.1:9/files/Tiny.gguf@sha256:{d}"),
+            Some("tiny:1"),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.url.as_str(), s.name.as_str(), s.sha256.as_deref()),
+            (
+                "http://127.0.0.1:9/files/Tiny.gguf",
+                "tiny:1",
+                Some(d.as_str())
+            )
+        );
+        for bad in [
+            "smollm2",
+            "hf.co/a:b.gguf",
+            "hf.co/a/b",
+            "http://x/y.gguf@sha256:zz",
+        ] {
             assert!(parse_spec(bad, None, "x").is_err(), "{bad}");
         }
     }

@@ -76,8 +76,12 @@ pub fn requantize(source: &Path, dest: &Path, target: Target) -> Result<usize, S
                 .dequantize(&Device::Cpu)
                 .map_err(|e| bad(format!("dequantize {name}: {e}")))?;
             converted += 1;
-            QTensor::quantize(&f, target.dtype())
-                .map_err(|e| bad(format!("quantize {name} to {}: {e}", dtype_name(target.dtype()))))?
+            QTensor::quantize(&f, target.dtype()).map_err(|e| {
+                bad(format!(
+                    "quantize {name} to {}: {e}",
+                    dtype_name(target.dtype())
+                ))
+            })?
         } else {
             q
         };

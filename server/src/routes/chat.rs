@@ -79,7 +79,9 @@ pub fn validate_options(
 /// conversation has none, and its parameters, used where the request sets
 /// none.
 async fn apply_preset(state: &AppState, req: &mut ChatRequest) {
-    let Some(store) = state.store.clone() else { return };
+    let Some(store) = state.store.clone() else {
+        return;
+    };
     let name = req.model.clone();
     let Ok(Some(model)) = tokio::task::spawn_blocking(move || store.get(&name)).await else {
         return;
@@ -87,7 +89,8 @@ async fn apply_preset(state: &AppState, req: &mut ChatRequest) {
     let m = model.manifest;
     if let Some(system) = m.system.filter(|s| !s.trim().is_empty()) {
         if !req.messages.iter().any(|msg| msg.role == Role::System) {
-            req.messages.insert(0, app::api::ChatMessage::new(Role::System, system));
+            req.messages
+                .insert(0, app::api::ChatMessage::new(Role::System, system));
         }
     }
     let p: crate::models::modelfile::Parameters =
@@ -147,7 +150,11 @@ pub async fn start_answer_kept(
             ))
         }
     }
-    let max_tokens = validate_options(&req.options, config.default_max_tokens, config.max_tokens_cap)?;
+    let max_tokens = validate_options(
+        &req.options,
+        config.default_max_tokens,
+        config.max_tokens_cap,
+    )?;
     let name = normalize_name(&req.model).map_err(|_| ApiError::UnknownModel(req.model.clone()))?;
     let info = state
         .engine
@@ -157,7 +164,12 @@ pub async fn start_answer_kept(
         .find(|m| m.name == name)
         .ok_or_else(|| ApiError::UnknownModel(req.model.clone()))?;
 
-    let load_ms = state.engine.ensure_loaded(&name, keep_alive).await?.as_secs_f64() * 1000.0;
+    let load_ms = state
+        .engine
+        .ensure_loaded(&name, keep_alive)
+        .await?
+        .as_secs_f64()
+        * 1000.0;
     let context_length = match req.options.num_ctx {
         Some(n) => n.min(info.context_length),
         None => info.context_length,
@@ -230,11 +242,11 @@ pub async fn start_answer_kept(
         state.shutdown.clone(),
         StopFilter::new(stop),
     )
-        // The slot is held until the answer ends or the client goes away.
-        .map(move |event| {
-            let _held = &slot;
-            event
-        });
+    // The slot is held until the answer ends or the client goes away.
+    .map(move |event| {
+        let _held = &slot;
+        event
+    });
     Ok(Answer {
         meta,
         events: Box::pin(events),
@@ -251,7 +263,11 @@ async fn stream_chat(
     let answer = start_answer(&state, req, started).await?;
     let events = answer.events;
     let mut response = Sse::new(sse_events(events))
-        .keep_alive(KeepAlive::new().interval(config.keep_alive()).text("keep-alive"))
+        .keep_alive(
+            KeepAlive::new()
+                .interval(config.keep_alive())
+                .text("keep-alive"),
+        )
         .into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -153,7 +153,11 @@ fn to_message(m: Message) -> Result<ChatMessage, OpenAiError> {
                 ))
                 .into());
             }
-            parts.into_iter().filter_map(|p| p.text).collect::<Vec<_>>().join("\n")
+            parts
+                .into_iter()
+                .filter_map(|p| p.text)
+                .collect::<Vec<_>>()
+                .join("\n")
         }
     };
     Ok(ChatMessage::new(role, text))
@@ -201,11 +205,15 @@ async fn completions(
             a.into_iter()
                 .map(|v| match v {
                     Value::String(s) => Ok(s),
-                    _ => Err(ApiError::invalid("stop must be a string or a list of strings")),
+                    _ => Err(ApiError::invalid(
+                        "stop must be a string or a list of strings",
+                    )),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
-        Some(_) => return Err(ApiError::invalid("stop must be a string or a list of strings").into()),
+        Some(_) => {
+            return Err(ApiError::invalid("stop must be a string or a list of strings").into())
+        }
     };
     let req = ChatRequest {
         model: body.model,

@@ -27,8 +27,9 @@ where
         .map(|e| {
             let e = e.expect("well-formed SSE");
             Sse {
-                data: serde_json::from_str(&e.data)
-                    .unwrap_or_else(|err| panic!("event {} has non-JSON data {:?}: {err}", e.event, e.data)),
+                data: serde_json::from_str(&e.data).unwrap_or_else(|err| {
+                    panic!("event {} has non-JSON data {:?}: {err}", e.event, e.data)
+                }),
                 event: e.event,
             }
         })
