@@ -14,6 +14,9 @@ if [ ! -f "$KINKO_HOME/models/smollm2-135m/manifest.json" ]; then
   exit 1
 fi
 
+log "formatting (cargo fmt --check)"
+(cd "$KINKO_ROOT" && cargo fmt --all -- --check)
+
 logs="$(mktemp -d)"
 log "tiers 1-4: unit, router, real-socket and real-model tests (cargo test --release)"
 (cd "$KINKO_ROOT" && cargo test --release -p kinko -p app 2>&1) | tee "$logs/cargo.log"

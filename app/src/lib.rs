@@ -91,7 +91,8 @@ pub fn history_for_request(messages: &[UiMessage]) -> Vec<ChatMessage> {
         .collect()
 }
 
-fn human_size(bytes: u64) -> String {
+/// A file size for people: `145 MB`, `1.2 GB` (`—` for unknown).
+pub fn human_size(bytes: u64) -> String {
     if bytes >= 1_000_000_000 {
         format!("{:.1} GB", bytes as f64 / 1e9)
     } else if bytes > 0 {

@@ -8,19 +8,32 @@ use serde_json::{json, Value};
 use std::io::Write;
 use tokio::io::AsyncBufReadExt;
 
+/// Read an NDJSON answer line by line; an `{"error": …}` line is an error.
+/// `f` returns `false` to stop reading.
+async fn read_ndjson(resp: reqwest::Response, mut f: impl FnMut(&Value) -> bool) -> Result<()> {
+    let mut body = resp.bytes_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = body.next().await {
+        buf.extend_from_slice(&chunk.context("the answer broke off")?);
+        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let v: Value = serde_json::from_slice(&line).context("a bad line in the answer")?;
+            if let Some(e) = v["error"].as_str() {
+                bail!("{e}");
+            }
+            if !f(&v) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A client of one server.
 pub struct Client {
     base: String,
     http: reqwest::Client,
     key: Option<String>,
-}
-
-fn human_size(bytes: u64) -> String {
-    if bytes >= 1_000_000_000 {
-        format!("{:.1} GB", bytes as f64 / 1e9)
-    } else {
-        format!("{} MB", bytes.div_ceil(1_000_000))
-    }
 }
 
 impl Client {
@@ -95,7 +108,7 @@ impl Client {
                 "{:<28} {:<14} {:>10}  {:<8}",
                 m["name"].as_str().unwrap_or("?"),
                 &digest[..digest.len().min(12)],
-                human_size(m["size"].as_u64().unwrap_or(0)),
+                app::human_size(m["size"].as_u64().unwrap_or(0)),
                 m["details"]["quantization_level"].as_str().unwrap_or("")
             );
         }
@@ -171,7 +184,7 @@ impl Client {
             println!(
                 "{:<28} {:>10}  {:<24}",
                 m["name"].as_str().unwrap_or("?"),
-                human_size(m["size"].as_u64().unwrap_or(0)),
+                app::human_size(m["size"].as_u64().unwrap_or(0)),
                 until
             );
         }
@@ -262,35 +275,32 @@ impl Client {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        let mut body = resp.bytes_stream();
-        let mut buf = Vec::new();
-        while let Some(chunk) = body.next().await {
-            buf.extend_from_slice(&chunk.context("the download broke off")?);
-            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                let v: Value = serde_json::from_slice(&line).context("a bad progress line")?;
-                if let Some(e) = v["error"].as_str() {
-                    bar.abandon();
-                    bail!("{e}");
-                }
-                match v["status"].as_str().unwrap_or("") {
-                    "downloading" => {
-                        if let Some(t) = v["total"].as_u64() {
-                            bar.set_length(t);
-                        }
-                        bar.set_message("pulling");
-                        bar.set_position(v["completed"].as_u64().unwrap_or(0));
+        let mut done = false;
+        let read = read_ndjson(resp, |v| {
+            match v["status"].as_str().unwrap_or("") {
+                "downloading" => {
+                    if let Some(t) = v["total"].as_u64() {
+                        bar.set_length(t);
                     }
-                    "success" => {
-                        bar.finish_and_clear();
-                        println!("success");
-                        return Ok(());
-                    }
-                    other => bar.println(other),
+                    bar.set_message("pulling");
+                    bar.set_position(v["completed"].as_u64().unwrap_or(0));
                 }
+                "success" => done = true,
+                other => bar.println(other),
             }
+            !done
+        })
+        .await;
+        if let Err(e) = read {
+            bar.abandon();
+            return Err(e);
         }
-        bail!("the server stopped answering before the pull finished")
+        if !done {
+            bail!("the server stopped answering before the pull finished");
+        }
+        bar.finish_and_clear();
+        println!("success");
+        Ok(())
     }
 
     /// Stream one answer to stdout; returns the assistant's text, or `None`
@@ -301,26 +311,17 @@ impl Client {
             .json(&json!({ "model": model, "messages": messages, "stream": true }));
         let stream = async {
             let resp = self.send(req).await?;
-            let mut body = resp.bytes_stream();
-            let mut buf = Vec::new();
             let mut text = String::new();
             let mut out = std::io::stdout();
-            while let Some(chunk) = body.next().await {
-                buf.extend_from_slice(&chunk.context("the answer broke off")?);
-                while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let v: Value =
-                        serde_json::from_slice(&line).context("a bad line in the answer")?;
-                    if let Some(e) = v["error"].as_str() {
-                        bail!("{e}");
-                    }
-                    if let Some(piece) = v["message"]["content"].as_str() {
-                        text.push_str(piece);
-                        let _ = out.write_all(piece.as_bytes());
-                        let _ = out.flush();
-                    }
+            read_ndjson(resp, |v| {
+                if let Some(piece) = v["message"]["content"].as_str() {
+                    text.push_str(piece);
+                    let _ = out.write_all(piece.as_bytes());
+                    let _ = out.flush();
                 }
-            }
+                true
+            })
+            .await?;
             Ok::<String, anyhow::Error>(text)
         };
         tokio::select! {

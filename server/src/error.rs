@@ -142,8 +142,10 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// This error's status, `Retry-After` and log line, with `body` (each
+    /// API writes errors in its own shape).
+    pub fn respond_with(self, body: serde_json::Value) -> Response {
         let status = self.status();
         let retry_after = match &self {
             ApiError::Busy { retry_after, .. } => Some(*retry_after),
@@ -155,14 +157,20 @@ impl IntoResponse for ApiError {
         } else if status.is_server_error() {
             tracing::error!(code = self.code(), error = %self, "request failed");
         }
-        let mut response =
-            (status, Json(ErrorBody::new(self.code(), self.to_string()))).into_response();
+        let mut response = (status, Json(body)).into_response();
         if let Some(secs) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody::new(self.code(), self.to_string());
+        self.respond_with(serde_json::to_value(body).unwrap_or_default())
     }
 }
 

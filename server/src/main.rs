@@ -55,10 +55,9 @@ async fn run() -> anyhow::Result<()> {
                         .with_context(|| format!("--quantize must be q8_0 or q4_0, not `{q}`"))?,
                 ),
             };
-            let outcome =
-                tokio::task::spawn_blocking(move || store.import_as(&name, &path, target))
-                    .await
-                    .context("import task")??;
+            let outcome = tokio::task::spawn_blocking(move || store.import(&name, &path, target))
+                .await
+                .context("import task")??;
             match outcome {
                 ImportOutcome::Imported(m) => println!(
                     "imported {} ({}, {}, {} bytes, context {})",

@@ -10,6 +10,7 @@
 //!   SameSite=Strict session cookie. Keys are compared in constant time.
 
 use crate::error::ApiError;
+use crate::models::hex;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -41,10 +42,6 @@ pub struct Security {
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Constant-time equality of two secrets (compared as digests, so their

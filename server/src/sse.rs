@@ -156,9 +156,11 @@ pub fn relay(
                 None => (timeouts.first_token, "the first token"),
                 Some(_) => (timeouts.between_tokens, "the next token"),
             };
-            let now = Instant::now();
-            let until = (now + limit).min(deadline);
-            let what = if until == deadline { "the whole answer" } else { what };
+            let (until, limit, what) = if Instant::now() + limit >= deadline {
+                (deadline, timeouts.answer, "the whole answer")
+            } else {
+                (Instant::now() + limit, limit, what)
+            };
             let next = tokio::select! {
                 next = tokio::time::timeout_at(until, tokens.next()) => next,
                 _ = shutting_down(&mut shutdown) => {
@@ -228,14 +230,9 @@ pub fn relay(
                     // Drop the engine stream first: generation stops now.
                     drop(std::mem::replace(&mut tokens, Box::pin(futures::stream::empty())));
                     guard.finish(FinishReason::Timeout);
-                    let waited = match what {
-                        "the whole answer" => timeouts.answer,
-                        "the first token" => timeouts.first_token,
-                        _ => timeouts.between_tokens,
-                    };
                     yield error(
                         "timeout",
-                        format!("timed out after {:.1} s waiting for {what}", waited.as_secs_f64()),
+                        format!("timed out after {:.1} s waiting for {what}", limit.as_secs_f64()),
                     );
                     yield ChatEvent::Done(DoneEvent {
                         finish_reason: FinishReason::Timeout,

@@ -165,8 +165,23 @@ impl MistralEngine {
         keep_alive: Option<KeepAlive>,
     ) -> Result<Arc<Model>, EngineError> {
         self.start_reaper();
+        let key = crate::models::normalize_name(name)
+            .map_err(|_| EngineError::UnknownModel(name.to_string()))?;
+        // A loaded model needs no trip to the store (this runs for every
+        // token count of the history window).
+        {
+            let mut loaded = self.loaded.lock().await;
+            if let Some(entry) = loaded.get_mut(&key) {
+                if let Some(model) = entry.cell.get().cloned() {
+                    entry.last_used = std::time::Instant::now();
+                    if let Some(k) = keep_alive {
+                        entry.keep_alive = k;
+                    }
+                    return Ok(model);
+                }
+            }
+        }
         let installed = self.installed(name)?;
-        let key = installed.manifest.name.clone();
         let cell = {
             let mut loaded = self.loaded.lock().await;
             if !loaded.get(&key).is_some_and(|e| e.cell.initialized()) {
@@ -264,12 +279,11 @@ impl ChatEngine for MistralEngine {
         model: &str,
         keep_alive: Option<KeepAlive>,
     ) -> Result<std::time::Duration, EngineError> {
-        let installed = self.installed(model)?;
+        let key = crate::models::normalize_name(model)
+            .map_err(|_| EngineError::UnknownModel(model.to_string()))?;
         let already = {
             let loaded = self.loaded.lock().await;
-            loaded
-                .get(&installed.manifest.name)
-                .is_some_and(|e| e.cell.initialized())
+            loaded.get(&key).is_some_and(|e| e.cell.initialized())
         };
         let started = std::time::Instant::now();
         self.model_kept(model, keep_alive).await?;

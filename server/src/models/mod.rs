@@ -215,16 +215,11 @@ impl ModelStore {
         self.list().into_iter().find(|m| m.manifest.name == name)
     }
 
-    /// Copy a GGUF file into the store as `name`. Blocking; call it from
+    /// Copy a GGUF file into the store as `name`, requantizing it to
+    /// `quantize` on the way in when given. Blocking; call it from
     /// `spawn_blocking` in async code. Importing the same file under the same
-    /// name again does nothing.
-    pub fn import(&self, name: &str, source: &Path) -> Result<ImportOutcome, StoreError> {
-        self.import_as(name, source, None)
-    }
-
-    /// Like [`ModelStore::import`], requantizing to `quantize` on the way in
-    /// (when given).
-    pub fn import_as(
+    /// name (and format) again does nothing.
+    pub fn import(
         &self,
         name: &str,
         source: &Path,
@@ -340,10 +335,10 @@ impl ModelStore {
                 }
             }
             (Some(base), Some(q)) => {
-                self.import_as(&name, &base.gguf_path(), Some(q))?;
+                self.import(&name, &base.gguf_path(), Some(q))?;
             }
             (None, q) if from_path.is_file() => {
-                self.import_as(&name, from_path, q)?;
+                self.import(&name, from_path, q)?;
             }
             (None, _) => return Err(StoreError::NotFound(modelfile.from.clone())),
         }
@@ -465,7 +460,8 @@ fn copy_hashing(from: &Path, to: &Path) -> Result<(u64, String), StoreError> {
     Ok((size, format!("sha256:{}", hex(&hasher.finalize()))))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes
         .iter()
@@ -494,7 +490,7 @@ mod tests {
         let store = ModelStore::new(&home);
         let src = home.join("tiny.gguf");
         gguf::write_tiny_test_model(&src).unwrap();
-        let first = store.import("tiny:1", &src).unwrap();
+        let first = store.import("tiny:1", &src, None).unwrap();
         let ImportOutcome::Imported(m) = first else {
             panic!("expected an import")
         };
@@ -502,7 +498,7 @@ mod tests {
         assert_eq!(m.context_length, 128);
         assert!(m.digest.starts_with("sha256:"));
         assert!(matches!(
-            store.import("tiny:1", &src).unwrap(),
+            store.import("tiny:1", &src, None).unwrap(),
             ImportOutcome::AlreadyInstalled(_)
         ));
         // A leftover temporary directory (an interrupted import) is not listed.
@@ -514,7 +510,7 @@ mod tests {
         let junk = home.join("junk.gguf");
         fs::write(&junk, b"not a model").unwrap();
         assert!(matches!(
-            store.import("junk", &junk),
+            store.import("junk", &junk, None),
             Err(StoreError::NotGguf { .. })
         ));
         assert_eq!(store.list().len(), 1);

@@ -134,11 +134,7 @@ pub fn parse_spec(
 }
 
 fn partial_path(store: &ModelStore, url: &str) -> PathBuf {
-    let key: String = Sha256::digest(url.as_bytes())
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let key = super::hex(&Sha256::digest(url.as_bytes())[..12]);
     store
         .root()
         .join(".downloads")
@@ -237,7 +233,7 @@ pub async fn pull(
     }
     let _ = progress.send(PullEvent::Installing);
     let (store2, name, path) = (store.clone(), spec.name.clone(), partial.clone());
-    let outcome = tokio::task::spawn_blocking(move || store2.import_as(&name, &path, quantize))
+    let outcome = tokio::task::spawn_blocking(move || store2.import(&name, &path, quantize))
         .await
         .map_err(|e| PullError::Http(e.to_string()))??;
     let _ = tokio::fs::remove_file(&partial).await;

@@ -12,7 +12,6 @@ use crate::sse::ChatEvent;
 use crate::AppState;
 use app::api::{ChatMessage, ChatOptions, ChatRequest, DoneEvent, Role};
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -48,25 +47,10 @@ impl From<ApiError> for OllamaError {
     }
 }
 
-impl From<JsonRejection> for OllamaError {
-    fn from(e: JsonRejection) -> Self {
-        OllamaError(e.into())
-    }
-}
-
 impl IntoResponse for OllamaError {
     fn into_response(self) -> Response {
-        let status = self.0.status();
-        let retry_after = match &self.0 {
-            ApiError::Busy { retry_after, .. } => Some(*retry_after),
-            _ => None,
-        };
-        let mut resp = (status, Json(json!({ "error": self.0.to_string() }))).into_response();
-        if let Some(secs) = retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
+        let body = json!({ "error": self.0.to_string() });
+        self.0.respond_with(body)
     }
 }
 
@@ -451,38 +435,30 @@ fn modified_at(m: &InstalledModel) -> String {
     rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(m.manifest.created))
 }
 
-fn installed(state: &AppState) -> Vec<InstalledModel> {
-    state.store.as_ref().map(|s| s.list()).unwrap_or_default()
-}
-
 async fn tags(State(state): State<AppState>) -> Json<Value> {
-    let store_models = tokio::task::spawn_blocking({
-        let state = state.clone();
-        move || installed(&state)
-    })
-    .await
-    .unwrap_or_default();
-    let mut models: Vec<Value> = store_models
-        .iter()
-        .map(|m| {
-            json!({
-                "name": m.manifest.name, "model": m.manifest.name,
-                "modified_at": modified_at(m), "size": m.manifest.size,
-                "digest": m.manifest.digest.trim_start_matches("sha256:"),
-                "details": details(m),
+    let models: Vec<Value> = match state.store.clone() {
+        Some(store) => tokio::task::spawn_blocking(move || store.list())
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|m| {
+                json!({
+                    "name": m.manifest.name, "model": m.manifest.name,
+                    "modified_at": modified_at(m), "size": m.manifest.size,
+                    "digest": m.manifest.digest.trim_start_matches("sha256:"),
+                    "details": details(m),
+                })
             })
-        })
-        .collect();
-    if state.store.is_none() {
+            .collect(),
         // The fake engine has no store: list what it serves.
-        models = state
+        None => state
             .engine
             .list_models()
             .await
             .into_iter()
             .map(|m| json!({"name": m.name, "model": m.name, "modified_at": now(), "size": m.size, "digest": "", "details": {"format": "gguf", "family": m.architecture, "quantization_level": m.quantization}}))
-            .collect();
-    }
+            .collect(),
+    };
     Json(json!({ "models": models }))
 }
 
@@ -607,6 +583,8 @@ async fn copy(
         .clone()
         .ok_or_else(|| OllamaError(ApiError::UnknownModel(body.source.clone())))?;
     let source = body.source.clone();
+    // A model loaded under the destination name is replaced: unload it.
+    state.engine.unload(&body.destination).await;
     let copied = tokio::task::spawn_blocking(move || store.copy(&body.source, &body.destination))
         .await
         .map_err(|e| OllamaError(ApiError::Engine(e.to_string())))?;

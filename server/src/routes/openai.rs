@@ -11,7 +11,6 @@ use crate::AppState;
 use app::api::{ChatMessage, ChatOptions, ChatRequest, FinishReason, Role};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -58,23 +57,13 @@ fn error_type(e: &ApiError) -> &'static str {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        let status = self.0.status();
         let body = json!({"error": {
             "message": self.0.to_string(),
             "type": error_type(&self.0),
             "param": Value::Null,
             "code": self.0.code(),
         }});
-        let retry_after = match &self.0 {
-            ApiError::Busy { retry_after, .. } => Some(*retry_after),
-            _ => None,
-        };
-        let mut resp = (status, Json(body)).into_response();
-        if let Some(secs) = retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
+        self.0.respond_with(body)
     }
 }
 
@@ -180,8 +169,7 @@ fn unix_now() -> u64 {
 fn completion_id() -> String {
     let mut bytes = [0u8; 12];
     let _ = getrandom::fill(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("chatcmpl-{hex}")
+    format!("chatcmpl-{}", crate::models::hex(&bytes))
 }
 
 async fn completions(
