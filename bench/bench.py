@@ -73,11 +73,11 @@ class Worker:
 
 
 class HttpContender:
-    def __init__(self, url, max_tokens):
-        self.url, self.max_tokens = url, max_tokens
+    def __init__(self, url, model, max_tokens):
+        self.url, self.model, self.max_tokens = url, model, max_tokens
 
     def run(self):
-        return one_run(self.url, MODEL, self.max_tokens, GREEDY)
+        return one_run(self.url, self.model, self.max_tokens, GREEDY)
 
 
 def summary(runs, key):
@@ -85,10 +85,10 @@ def summary(runs, key):
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
 
 
-def concurrent(url, n, max_tokens):
+def concurrent(url, model, n, max_tokens):
     results = [None] * n
     def go(i):
-        results[i] = dict(one_run(url, MODEL, max_tokens, GREEDY), start=time.perf_counter())
+        results[i] = dict(one_run(url, model, max_tokens, GREEDY), start=time.perf_counter())
     t0 = time.perf_counter()
     threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
     for t in threads:
@@ -106,6 +106,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--max-tokens", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default=MODEL, help="an installed kinko model; llama.cpp reads the same GGUF")
     ap.add_argument("--concurrency", default="1,4,8")
     ap.add_argument("--json", default="bench/results.json")
     ap.add_argument("--smoke", action="store_true", help="one short generation per contender")
@@ -115,13 +116,14 @@ def main():
     kinko = os.environ["KINKO_BIN"]
     home = os.environ["KINKO_HOME"]
     llama_py = os.environ["LLAMA_PYTHON"]
-    gguf = os.path.join(home, "models", MODEL.replace(":", "-"), "model.gguf")
+    gguf = os.path.join(home, "models", a.model.replace(":", "-"), "model.gguf")
     if not os.path.exists(gguf):
-        raise SystemExit(f"{gguf} is missing: run scripts/default-model.sh")
+        raise SystemExit(f"{gguf} is missing: run scripts/default-model.sh (or `kinko import` it)")
+    threads = ["--threads", str(a.threads)]
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([kinko, "serve", "--addr", f"127.0.0.1:{port}", "--max-concurrent-per-model", "8",
+    server = subprocess.Popen([kinko, *threads, "serve", "--addr", f"127.0.0.1:{port}", "--max-concurrent-per-model", "8",
                                "--max-tokens-cap", str(max(a.max_tokens, 16))],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 30
@@ -136,13 +138,13 @@ def main():
             time.sleep(0.1)
     workers = []
     try:
-        bare = Worker([kinko, "bench-engine", MODEL, "--prompt", PROMPT, "--max-tokens", str(a.max_tokens)])
+        bare = Worker([kinko, *threads, "bench-engine", a.model, "--prompt", PROMPT, "--max-tokens", str(a.max_tokens)])
         workers.append(bare)
         here = os.path.dirname(os.path.abspath(__file__))
         llama = Worker([llama_py, os.path.join(here, "llama_worker.py"), gguf, PROMPT, str(a.max_tokens),
                         str(a.threads)])
         workers.append(llama)
-        contenders = {"kinko (HTTP+SSE)": HttpContender(url, a.max_tokens), "bare engine": bare,
+        contenders = {"kinko (HTTP+SSE)": HttpContender(url, a.model, a.max_tokens), "bare engine": bare,
                       "llama.cpp": llama}
         for c in contenders.values():
             c.run()  # warm-up
@@ -150,7 +152,7 @@ def main():
         for _ in range(a.runs):
             for name, c in contenders.items():  # alternate
                 runs[name].append(c.run())
-        conc = [concurrent(url, int(n), a.max_tokens) for n in a.concurrency.split(",")]
+        conc = [concurrent(url, a.model, int(n), a.max_tokens) for n in a.concurrency.split(",")]
         rss = {"kinko (HTTP+SSE)": peak_rss_mb(server.pid), "bare engine": peak_rss_mb(bare.proc.pid),
                "llama.cpp": peak_rss_mb(llama.proc.pid)}
     finally:
@@ -160,7 +162,7 @@ def main():
         server.wait(timeout=10)
 
     result = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(),
-              "model": MODEL, "gguf": os.path.basename(os.path.dirname(gguf)), "threads": a.threads,
+              "model": a.model, "gguf": os.path.basename(os.path.dirname(gguf)), "threads": a.threads,
               "max_tokens": a.max_tokens, "runs": a.runs, "contenders": {}, "concurrency": conc}
     for name, rs in runs.items():
         result["contenders"][name] = {"ttft_ms": summary(rs, "ttft_ms"), "decode_tok_s": summary(rs, "decode_tok_s"),
@@ -176,7 +178,7 @@ def main():
     with open(a.json, "w") as f:
         json.dump(result, f, indent=2)
 
-    print(f"\n{MODEL} ({result['gguf']}), {a.max_tokens} tokens, {a.threads} threads, "
+    print(f"\n{a.model} ({result['gguf']}), {a.max_tokens} tokens, {a.threads} threads, "
           f"median [min–max] of {a.runs} runs, {result['date']}, {result['cpu']}\n")
     print(f"| contender | first token (ms) | decode (tok/s) | peak RSS (MB) |\n|---|---|---|---|")
     for name, c in result["contenders"].items():

@@ -1,6 +1,7 @@
 //! Command line and environment: one `clap` struct per command, every field
 //! also readable from a `KINKO_…` variable. Defaults live only here.
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +22,13 @@ pub struct Cli {
         default_value = "http://127.0.0.1:3000"
     )]
     pub host: String,
+    /// Engine compute threads (default: one per CPU core this process may use).
+    #[arg(long, env = "KINKO_THREADS", global = true)]
+    pub threads: Option<usize>,
+    /// Let the compute threads float between cores instead of pinning each
+    /// to its own.
+    #[arg(long, env = "KINKO_NO_PIN", global = true, value_parser = BoolishValueParser::new())]
+    pub no_pin: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -190,7 +198,7 @@ pub struct ServeConfig {
     pub api_key_file: Option<PathBuf>,
     /// Serve a non-loopback address without an API key: anyone who can reach
     /// this machine can use it.
-    #[arg(long, env = "KINKO_INSECURE_LAN_WITHOUT_API_KEY")]
+    #[arg(long, env = "KINKO_INSECURE_LAN_WITHOUT_API_KEY", value_parser = BoolishValueParser::new())]
     pub insecure_lan_without_api_key: bool,
     /// Extra origins allowed to call the API from a browser (comma-separated,
     /// e.g. `http://localhost:5173`); the server's own origin always is.

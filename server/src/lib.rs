@@ -13,6 +13,7 @@ pub mod net;
 pub mod routes;
 pub mod security;
 pub mod sse;
+pub mod threads;
 
 use crate::config::ServeConfig;
 use crate::engine::ChatEngine;

@@ -3,11 +3,11 @@
 //! relay owns the engine stream: when the client goes away the relay is
 //! dropped, the engine stream with it, and the generation stops.
 
-use crate::engine::{EngineEvent, TokenStream};
+use crate::engine::{EngineError, EngineEvent, TokenStream};
 use crate::metrics::StreamGuard;
 use app::api::{DeltaEvent, DoneEvent, ErrorDetail, FinishReason, MetaEvent, Timings, Usage};
 use axum::response::sse::Event;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use serde::Serialize;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -151,6 +151,8 @@ pub fn relay(
         let deadline = started + timeouts.answer;
         let mut first_token_at: Option<Instant> = None;
         let mut deltas = 0usize;
+        // What the engine sent after a burst of queued deltas; handled next.
+        let mut carried: Option<Option<Result<EngineEvent, EngineError>>> = None;
         loop {
             let (limit, what) = match first_token_at {
                 None => (timeouts.first_token, "the first token"),
@@ -161,7 +163,9 @@ pub fn relay(
             } else {
                 (Instant::now() + limit, limit, what)
             };
-            let next = tokio::select! {
+            let next = if let Some(event) = carried.take() {
+                Ok(event)
+            } else { tokio::select! {
                 next = tokio::time::timeout_at(until, tokens.next()) => next,
                 _ = shutting_down(&mut shutdown) => {
                     drop(std::mem::replace(&mut tokens, Box::pin(futures::stream::empty())));
@@ -174,14 +178,32 @@ pub fn relay(
                     });
                     break;
                 }
-            };
+            } };
             match next {
                 Ok(Some(Ok(EngineEvent::Delta(text)))) => {
                     if first_token_at.is_none() {
                         first_token_at = Some(Instant::now());
                     }
                     deltas += 1;
-                    let (shown, stopped) = stop.push(&text);
+                    let (mut shown, mut stopped) = stop.push(&text);
+                    // Deltas already waiting mean the client fell behind:
+                    // they go out as one event. A client that keeps up gets
+                    // every token on its own.
+                    while !stopped {
+                        match tokens.next().now_or_never() {
+                            Some(Some(Ok(EngineEvent::Delta(more)))) => {
+                                deltas += 1;
+                                let (more_shown, more_stopped) = stop.push(&more);
+                                shown.push_str(&more_shown);
+                                stopped = more_stopped;
+                            }
+                            Some(other) => {
+                                carried = Some(other);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
                     if !shown.is_empty() {
                         yield ChatEvent::Delta(DeltaEvent { text: shown });
                     }
@@ -280,7 +302,6 @@ fn timings(started: Instant, first: Option<Instant>, completion_tokens: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::EngineError;
     use crate::metrics::Metrics;
 
     fn meta() -> MetaEvent {
@@ -334,9 +355,54 @@ mod tests {
         ])
         .await;
         let names: Vec<_> = events.iter().map(ChatEvent::name).collect();
-        assert_eq!(names, ["meta", "delta", "delta", "done"]);
+        // Both deltas were waiting at once: one event carries them.
+        assert_eq!(names, ["meta", "delta", "done"]);
+        assert!(matches!(&events[1], ChatEvent::Delta(d) if d.text == "Hello"));
+        assert!(matches!(&events[2], ChatEvent::Done(d) if d.usage.completion_tokens == 2));
         assert_eq!(metrics.finished_total(FinishReason::Stop), 1);
         assert_eq!(metrics.active_streams(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_keeps_up_gets_every_token_on_its_own() {
+        let metrics = Metrics::new();
+        let items: Vec<Result<EngineEvent, EngineError>> = vec![
+            Ok(EngineEvent::Delta("Hel".into())),
+            Ok(EngineEvent::Delta("lo".into())),
+            Ok(EngineEvent::Delta("!".into())),
+            Ok(EngineEvent::Done {
+                reason: FinishReason::Stop,
+                usage: Usage {
+                    prompt_tokens: 7,
+                    completion_tokens: 3,
+                },
+            }),
+        ];
+        // Each event comes a little after the last, as from a real engine.
+        let tokens: TokenStream = Box::pin(futures::stream::iter(items).then(|item| async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            item
+        }));
+        let (_tx, rx) = watch::channel(false);
+        let events: Vec<ChatEvent> = relay(
+            meta(),
+            tokens,
+            metrics.stream_started(),
+            timeouts(1000),
+            Instant::now(),
+            rx,
+            StopFilter::default(),
+        )
+        .collect()
+        .await;
+        let texts: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                ChatEvent::Delta(d) => Some(d.text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts, ["Hel", "lo", "!"]);
     }
 
     #[tokio::test]

@@ -315,3 +315,75 @@ fn lan_clients_need_the_key_over_a_real_non_loopback_address() {
     assert_eq!(code, 200);
     let _ = std::fs::remove_file(&jar);
 }
+
+/// The CPUs a thread may run on, from /proc (`Cpus_allowed_list`).
+fn allowed_cpus(status_path: &str) -> Vec<usize> {
+    let status = std::fs::read_to_string(status_path).unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    list.split(',')
+        .flat_map(|part| match part.split_once('-') {
+            Some((a, b)) => (a.parse::<usize>().unwrap()..=b.parse().unwrap()).collect::<Vec<_>>(),
+            None => vec![part.parse().unwrap()],
+        })
+        .collect()
+}
+
+/// The compute threads of a running kinko, with the CPUs each may use.
+fn compute_threads(pid: u32) -> Vec<Vec<usize>> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if name.starts_with("kinko-compute-") {
+            found.push(allowed_cpus(&task.join("status").to_string_lossy()));
+        }
+    }
+    found
+}
+
+#[test]
+fn compute_threads_are_one_per_core_each_pinned_to_its_own() {
+    let cpus = allowed_cpus("/proc/self/status");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = start(
+        &["--engine", "fake", "--addr", &addr],
+        &format!("http://{addr}/health"),
+        None,
+    );
+    let mut threads = compute_threads(server.0.id());
+    assert_eq!(threads.len(), cpus.len(), "one compute thread per core");
+    threads.sort();
+    let pinned: Vec<usize> = threads
+        .iter()
+        .map(|t| {
+            assert_eq!(t.len(), 1, "each compute thread is pinned to one core");
+            t[0]
+        })
+        .collect();
+    assert_eq!(pinned, cpus, "each core gets its own thread");
+    drop(server);
+
+    // --threads and --no-pin: one floating thread.
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = start(
+        &[
+            "--engine",
+            "fake",
+            "--addr",
+            &addr,
+            "--threads",
+            "1",
+            "--no-pin",
+        ],
+        &format!("http://{addr}/health"),
+        None,
+    );
+    assert_eq!(compute_threads(server.0.id()), vec![cpus]);
+}
