@@ -116,7 +116,8 @@ def main():
     kinko = os.environ["KINKO_BIN"]
     home = os.environ["KINKO_HOME"]
     llama_py = os.environ["LLAMA_PYTHON"]
-    gguf = os.path.join(home, "models", a.model.replace(":", "-"), "model.gguf")
+    tagged = a.model if ":" in a.model else f"{a.model}:latest"
+    gguf = os.path.join(home, "models", tagged.replace(":", "-"), "model.gguf")
     if not os.path.exists(gguf):
         raise SystemExit(f"{gguf} is missing: run scripts/default-model.sh (or `kinko import` it)")
     threads = ["--threads", str(a.threads)]

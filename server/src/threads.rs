@@ -1,17 +1,32 @@
 //! The engine's compute threads.
 //!
-//! mistral.rs computes on rayon's global pool, driven from its own engine
-//! thread, and runs CPU attention on a second rayon pool. By default each
-//! pool starts one thread per core, so on a small machine more threads are
-//! busy than there are cores and much of the time goes to the scheduler
-//! (`sched_yield`, futex wake-ups). kinko therefore builds the global pool
-//! itself before any model loads: one thread per core it may use, each pinned
-//! to its own core, and gives the attention pool a single thread. On the
-//! 2-core reference machine this cut the time to first token by about a
-//! fifth and raised decode speed by about 8% (figures in the README).
-//! `RAYON_NUM_THREADS`, when set, still decides the attention pool's size.
+//! mistral.rs computes on rayon's global pool, and drives it from its own
+//! engine thread, which sits outside every pool: each of the ~240 parallel
+//! loops of one decode step (and about fifty times as many for a prompt) is
+//! handed to the pool while the engine thread sleeps until the loop ends. On
+//! a small machine the hand-offs, not the arithmetic, took most of the time
+//! (`sched_yield`, futex waits and wake-ups in `perf`).
+//!
+//! kinko does two things about it, through rayon's public API:
+//! - [`configure`] builds the global pool before any model loads: one thread
+//!   per core this process may use, each pinned to its own core.
+//! - [`join_compute_pool`], called on the engine thread itself, makes that
+//!   thread worker 0 of a pool of the same size, so the model's loops run
+//!   there with the engine thread taking part, and most hand-offs go.
+//!
+//! The before/after figures are in the README's benchmark section.
 
+use std::cell::OnceCell;
 use std::fmt;
+use std::sync::OnceLock;
+
+/// The settings [`configure`] chose, for [`join_compute_pool`].
+static SETTINGS: OnceLock<(usize, Option<Vec<core_affinity::CoreId>>)> = OnceLock::new();
+
+thread_local! {
+    /// The pool this thread was made a worker of by [`join_compute_pool`].
+    static JOINED: OnceCell<rayon::ThreadPool> = const { OnceCell::new() };
+}
 
 /// What [`configure`] set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +63,7 @@ pub fn configure(threads: Option<usize>, pin: bool) -> anyhow::Result<ComputeThr
     });
     anyhow::ensure!(threads > 0, "--threads must be at least 1");
     let pinned = pin && !cores.is_empty() && threads <= cores.len();
+    let _ = SETTINGS.set((threads, pinned.then(|| cores.clone())));
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("kinko-compute-{i}"))
@@ -59,9 +75,55 @@ pub fn configure(threads: Option<usize>, pin: bool) -> anyhow::Result<ComputeThr
         })
         .build_global()
         .map_err(|e| anyhow::anyhow!("could not start the compute threads: {e}"))?;
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        // Read when mistral.rs builds its attention pool (on first use).
-        std::env::set_var("RAYON_NUM_THREADS", "1");
-    }
     Ok(ComputeThreads { threads, pinned })
+}
+
+/// Makes the calling thread worker 0 of a new compute pool (the other
+/// workers are new threads), unless it already is a rayon worker or there is
+/// only one compute thread. Idempotent and cheap after the first call.
+///
+/// mistral.rs runs the model on its engine thread, outside every rayon pool:
+/// each of the ~240 parallel loops of one decode step (and ~50 times as many
+/// in a prompt) is handed to the pool while the engine thread sleeps, and
+/// woken again when it ends. Once the engine thread is a worker itself, those
+/// loops run in its own pool with the engine thread taking part, and the
+/// hand-offs go. kinko calls this from the engine thread through a logits
+/// processor (see `engine::mistral`).
+pub fn join_compute_pool() {
+    if rayon::current_thread_index().is_some() {
+        return;
+    }
+    let Some((threads, cores)) = SETTINGS.get().cloned() else {
+        return;
+    };
+    if threads < 2 {
+        // A pool of one would be the engine thread alone: jobs it spawns
+        // and awaits would never run.
+        return;
+    }
+    JOINED.with(|joined| {
+        if joined.get().is_some() {
+            return;
+        }
+        if let Some(cores) = &cores {
+            core_affinity::set_for_current(cores[0]);
+        }
+        let pin = cores.clone();
+        let built = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .use_current_thread()
+            .thread_name(|i| format!("kinko-engine-{i}"))
+            .start_handler(move |i| {
+                if let Some(cores) = &pin {
+                    core_affinity::set_for_current(cores[i]);
+                }
+            })
+            .build();
+        match built {
+            Ok(pool) => {
+                let _ = joined.set(pool);
+            }
+            Err(e) => tracing::warn!("the engine thread stays outside the compute pool: {e}"),
+        }
+    });
 }

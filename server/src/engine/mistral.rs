@@ -268,6 +268,22 @@ async fn build_model(dir: String, file: String, max_num_seqs: usize) -> anyhow::
     Ok(Model::new(runner))
 }
 
+/// A logits processor that changes no logits: mistral.rs calls it on its
+/// engine thread when it samples, which is where kinko can make that thread
+/// a worker of its compute pool ([`crate::threads::join_compute_pool`]).
+struct JoinComputePool;
+
+impl mistralrs::CustomLogitsProcessor for JoinComputePool {
+    fn apply(
+        &self,
+        logits: &mistralrs::Tensor,
+        _context: &[u32],
+    ) -> mistralrs::Result<mistralrs::Tensor> {
+        crate::threads::join_compute_pool();
+        Ok(logits.clone())
+    }
+}
+
 fn text_messages(messages: &[ChatMessage]) -> TextMessages {
     messages.iter().fold(TextMessages::new(), |acc, m| {
         let role = match m.role {
@@ -391,7 +407,7 @@ impl ChatEngine for MistralEngine {
             suffix: None,
             tools: None,
             tool_choice: None,
-            logits_processors: None,
+            logits_processors: Some(vec![Arc::new(JoinComputePool)]),
             return_raw_logits: false,
             web_search_options: None,
             model_id: None,

@@ -6,6 +6,8 @@ Run by scripts/test.sh inside a virtualenv; needs KINKO_BIN and KINKO_HOME
 (with smollm2:135m installed). The test copies the model into a temporary
 store, so copy and delete never touch the user's models.
 """
+import os
+import time
 import unittest
 
 import ollama
@@ -88,7 +90,6 @@ class OllamaClientTest(unittest.TestCase):
         return [m.model for m in self.client.ps().models]
 
     def wait_unloaded(self, name):
-        import time
         deadline = time.time() + 5
         while name in self.loaded():
             self.assertLess(time.time(), deadline, f"{name} is still loaded")
@@ -115,6 +116,30 @@ class OllamaClientTest(unittest.TestCase):
         self.client.generate(model=MODEL, prompt="Hi", options={"num_predict": 2}, keep_alive="1s")
         self.assertIn(MODEL, self.loaded())
         self.wait_unloaded(MODEL)
+
+    def engine_threads(self):
+        """Threads of kinko's per-model compute pools (see server/src/threads.rs)."""
+        task = f"/proc/{SERVER.proc.pid}/task"
+        names = []
+        for tid in os.listdir(task):
+            try:
+                with open(f"{task}/{tid}/comm") as f:
+                    names.append(f.read().strip())
+            except OSError:
+                pass  # the thread ended meanwhile
+        return [n for n in names if n.startswith("kinko-engine-")]
+
+    def test_the_engine_thread_joins_a_compute_pool_that_goes_with_the_model(self):
+        cores = len(os.sched_getaffinity(SERVER.proc.pid))
+        self.client.generate(model=MODEL, prompt="Hi", options={"num_predict": 2})
+        # The engine thread is worker 0; the other workers are new threads.
+        self.assertEqual(len(self.engine_threads()), cores - 1 if cores > 1 else 0)
+        self.client.generate(model=MODEL, keep_alive=0)
+        self.wait_unloaded(MODEL)
+        deadline = time.time() + 10
+        while self.engine_threads() and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(self.engine_threads(), [], "an unloaded model leaves no compute threads")
 
     def test_the_least_recently_used_model_is_evicted(self):
         # The server holds one model at a time (--max-loaded-models 1).
