@@ -39,8 +39,15 @@ async fn run() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let compute = kinko::threads::configure(cli.threads, !cli.no_pin)?;
-    tracing::debug!(%compute, "compute threads");
+    // Only the commands that compute here need the compute threads; the
+    // client commands talk to a server.
+    if matches!(
+        cli.command,
+        Command::Serve(_) | Command::Import { .. } | Command::BenchEngine { .. }
+    ) {
+        let compute = kinko::threads::configure(cli.threads, !cli.no_pin)?;
+        tracing::debug!(%compute, "compute threads");
+    }
     let home = cli.home.clone().unwrap_or_else(ModelStore::default_home);
     let store = ModelStore::new(&home);
     match cli.command {
