@@ -68,9 +68,9 @@ pub fn configure(threads: Option<usize>, pin: bool) -> anyhow::Result<ComputeThr
         .num_threads(threads)
         .thread_name(|i| format!("kinko-compute-{i}"))
         .start_handler(move |i| {
-            if pinned {
-                // Best effort: a refused pin leaves the thread floating.
-                core_affinity::set_for_current(cores[i]);
+            // Best effort: a refused pin leaves the thread floating.
+            if let Some(core) = cores.get(i).filter(|_| pinned) {
+                core_affinity::set_for_current(*core);
             }
         })
         .build_global()
@@ -105,8 +105,8 @@ pub fn join_compute_pool() {
         if joined.get().is_some() {
             return;
         }
-        if let Some(cores) = &cores {
-            core_affinity::set_for_current(cores[0]);
+        if let Some(core) = cores.as_ref().and_then(|c| c.first()) {
+            core_affinity::set_for_current(*core);
         }
         let pin = cores.clone();
         let built = rayon::ThreadPoolBuilder::new()
@@ -114,8 +114,8 @@ pub fn join_compute_pool() {
             .use_current_thread()
             .thread_name(|i| format!("kinko-engine-{i}"))
             .start_handler(move |i| {
-                if let Some(cores) = &pin {
-                    core_affinity::set_for_current(cores[i]);
+                if let Some(core) = pin.as_ref().and_then(|c| c.get(i)) {
+                    core_affinity::set_for_current(*core);
                 }
             })
             .build();
