@@ -1,7 +1,7 @@
 //! The engine's compute threads.
 //!
 //! mistral.rs computes on rayon's global pool, and drives it from its own
-//! engine thread, which sits outside every pool: each of the ~240 parallel
+//! engine thread, which sits outside every pool: each of the 200-odd parallel
 //! loops of one decode step (and about fifty times as many for a prompt) is
 //! handed to the pool while the engine thread sleeps until the loop ends. On
 //! a small machine the hand-offs, not the arithmetic, took most of the time
@@ -83,7 +83,7 @@ pub fn configure(threads: Option<usize>, pin: bool) -> anyhow::Result<ComputeThr
 /// only one compute thread. Idempotent and cheap after the first call.
 ///
 /// mistral.rs runs the model on its engine thread, outside every rayon pool:
-/// each of the ~240 parallel loops of one decode step (and ~50 times as many
+/// each of the 200-odd parallel loops of one decode step (and ~50 times as many
 /// in a prompt) is handed to the pool while the engine thread sleeps, and
 /// woken again when it ends. Once the engine thread is a worker itself, those
 /// loops run in its own pool with the engine thread taking part, and the
