@@ -163,22 +163,23 @@ pub fn relay(
             } else {
                 (Instant::now() + limit, limit, what)
             };
-            let next = if let Some(event) = carried.take() {
-                Ok(event)
-            } else { tokio::select! {
-                next = tokio::time::timeout_at(until, tokens.next()) => next,
-                _ = shutting_down(&mut shutdown) => {
-                    drop(std::mem::replace(&mut tokens, Box::pin(futures::stream::empty())));
-                    guard.finish(FinishReason::Cancelled);
-                    yield error("shutting_down", "the server is shutting down");
-                    yield ChatEvent::Done(DoneEvent {
-                        finish_reason: FinishReason::Cancelled,
-                        usage: Usage { prompt_tokens, completion_tokens: deltas },
-                        timings: timings(started, first_token_at, deltas),
-                    });
-                    break;
-                }
-            } };
+            let next = match carried.take() {
+                Some(event) => Ok(event),
+                None => tokio::select! {
+                    next = tokio::time::timeout_at(until, tokens.next()) => next,
+                    _ = shutting_down(&mut shutdown) => {
+                        drop(std::mem::replace(&mut tokens, Box::pin(futures::stream::empty())));
+                        guard.finish(FinishReason::Cancelled);
+                        yield error("shutting_down", "the server is shutting down");
+                        yield ChatEvent::Done(DoneEvent {
+                            finish_reason: FinishReason::Cancelled,
+                            usage: Usage { prompt_tokens, completion_tokens: deltas },
+                            timings: timings(started, first_token_at, deltas),
+                        });
+                        break;
+                    }
+                },
+            };
             match next {
                 Ok(Some(Ok(EngineEvent::Delta(text)))) => {
                     if first_token_at.is_none() {
