@@ -45,8 +45,7 @@ async fn run() -> anyhow::Result<()> {
         cli.command,
         Command::Serve(_) | Command::Import { .. } | Command::BenchEngine { .. }
     ) {
-        let compute = kinko::threads::configure(cli.threads, !cli.no_pin)?;
-        tracing::debug!(%compute, "compute threads");
+        kinko::threads::configure(cli.threads, !cli.no_pin)?;
     }
     let home = cli.home.clone().unwrap_or_else(ModelStore::default_home);
     let store = ModelStore::new(&home);
@@ -142,7 +141,6 @@ async fn bench_engine(
     while let Some(_cmd) = lines.next_line().await? {
         let started = std::time::Instant::now();
         let prompt_tokens = engine.count_tokens(model, &messages).await?;
-        let counted = started.elapsed();
         let mut stream = engine
             .stream(EngineRequest {
                 model: model.to_string(),
@@ -170,7 +168,6 @@ async fn bench_engine(
             "{}",
             serde_json::json!({
                 "prompt_tokens": prompt_tokens,
-                "count_ms": counted.as_secs_f64() * 1000.0,
                 "completion_tokens": tokens,
                 "ttft_ms": first.duration_since(started).as_secs_f64() * 1000.0,
                 "decode_tok_s": if decode > 0.0 && tokens > 1 { (tokens - 1) as f64 / decode } else { 0.0 },

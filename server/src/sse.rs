@@ -323,9 +323,14 @@ mod tests {
         }
     }
 
+    /// Relays `items`, all available at once.
     async fn run(items: Vec<Result<EngineEvent, EngineError>>) -> (Vec<ChatEvent>, Metrics) {
+        relay_all(Box::pin(futures::stream::iter(items))).await
+    }
+
+    /// Relays a whole engine stream.
+    async fn relay_all(tokens: TokenStream) -> (Vec<ChatEvent>, Metrics) {
         let metrics = Metrics::new();
-        let tokens: TokenStream = Box::pin(futures::stream::iter(items));
         let (_tx, rx) = watch::channel(false);
         let events = relay(
             meta(),
@@ -366,7 +371,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_keeps_up_gets_every_token_on_its_own() {
-        let metrics = Metrics::new();
         let items: Vec<Result<EngineEvent, EngineError>> = vec![
             Ok(EngineEvent::Delta("Hel".into())),
             Ok(EngineEvent::Delta("lo".into())),
@@ -384,18 +388,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
             item
         }));
-        let (_tx, rx) = watch::channel(false);
-        let events: Vec<ChatEvent> = relay(
-            meta(),
-            tokens,
-            metrics.stream_started(),
-            timeouts(1000),
-            Instant::now(),
-            rx,
-            StopFilter::default(),
-        )
-        .collect()
-        .await;
+        let (events, _) = relay_all(tokens).await;
         let texts: Vec<_> = events
             .iter()
             .filter_map(|e| match e {

@@ -17,7 +17,6 @@
 //! The before/after figures are in the README's benchmark section.
 
 use std::cell::OnceCell;
-use std::fmt;
 use std::sync::OnceLock;
 
 /// The settings [`configure`] chose, for [`join_compute_pool`].
@@ -28,38 +27,15 @@ thread_local! {
     static JOINED: OnceCell<rayon::ThreadPool> = const { OnceCell::new() };
 }
 
-/// What [`configure`] set up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ComputeThreads {
-    /// Threads in the global compute pool.
-    pub threads: usize,
-    /// Whether each is pinned to one core.
-    pub pinned: bool,
-}
-
-impl fmt::Display for ComputeThreads {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} compute thread{}{}",
-            self.threads,
-            if self.threads == 1 { "" } else { "s" },
-            if self.pinned { ", pinned" } else { "" }
-        )
-    }
-}
-
 /// Builds rayon's global pool: `threads` threads (default: one per core this
 /// process may run on), pinned one per core unless `pin` is false or there
 /// are more threads than cores. Call once, at start-up, before any model
 /// loads.
-pub fn configure(threads: Option<usize>, pin: bool) -> anyhow::Result<ComputeThreads> {
+pub fn configure(threads: Option<usize>, pin: bool) -> anyhow::Result<()> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = threads.unwrap_or(if cores.is_empty() {
-        available
-    } else {
-        cores.len()
+    let threads = threads.unwrap_or_else(|| match cores.len() {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     });
     anyhow::ensure!(threads > 0, "--threads must be at least 1");
     let pinned = pin && !cores.is_empty() && threads <= cores.len();
@@ -75,7 +51,8 @@ pub fn configure(threads: Option<usize>, pin: bool) -> anyhow::Result<ComputeThr
         })
         .build_global()
         .map_err(|e| anyhow::anyhow!("could not start the compute threads: {e}"))?;
-    Ok(ComputeThreads { threads, pinned })
+    tracing::debug!(threads, pinned, "compute threads");
+    Ok(())
 }
 
 /// Makes the calling thread worker 0 of a new compute pool (the other

@@ -7,7 +7,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use common::{fake_state, spawn_server};
+use common::{body_text, fake_state, spawn_server};
 use http_body_util::BodyExt;
 use kinko::config::ServeConfig;
 use kinko::engine::fake::FakeConfig;
@@ -26,9 +26,7 @@ async fn post(path: &str, body: Value) -> (StatusCode, String) {
         )
         .await
         .unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(bytes.to_vec()).unwrap())
+    (resp.status(), body_text(resp).await)
 }
 
 #[tokio::test]

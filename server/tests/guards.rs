@@ -7,7 +7,7 @@ mod common;
 use app::api::FinishReason;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use common::{fake_state, parse_sse};
+use common::{body_text, fake_state, parse_sse};
 use http_body_util::BodyExt;
 use kinko::config::ServeConfig;
 use kinko::engine::fake::FakeConfig;
@@ -226,15 +226,7 @@ async fn with_a_key_browsers_log_in_and_get_a_strict_http_only_cookie() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let page = String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let page = body_text(resp).await;
     assert!(
         page.contains("name=\"key\"") && page.contains("type=\"password\""),
         "{page}"

@@ -11,8 +11,7 @@ use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use common::fake_state;
-use http_body_util::BodyExt;
+use common::{body_text, fake_state};
 use kinko::config::ServeConfig;
 use kinko::engine::fake::FakeConfig;
 use kinko::models::ModelStore;
@@ -139,9 +138,8 @@ async fn pull(app: &axum::Router, body: Value) -> (StatusCode, Vec<Value>) {
         .await
         .unwrap();
     let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let lines = String::from_utf8(bytes.to_vec())
-        .unwrap()
+    let lines = body_text(resp)
+        .await
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();

@@ -5,7 +5,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use common::{fake_state, parse_sse, text_of};
+use common::{body_text, fake_state, parse_sse, text_of};
 use http_body_util::BodyExt;
 use kinko::config::ServeConfig;
 use kinko::engine::fake::FakeConfig;
@@ -277,15 +277,7 @@ async fn models_health_and_metrics() {
         .to_str()
         .unwrap()
         .starts_with("text/plain"));
-    let text = String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let text = body_text(resp).await;
     for line in [
         "kinko_streams_started_total 1",
         "kinko_streams_finished_total{reason=\"stop\"} 1",

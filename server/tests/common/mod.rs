@@ -37,6 +37,13 @@ where
         .await
 }
 
+/// The whole body of a response, as text.
+pub async fn body_text(resp: axum::response::Response) -> String {
+    use http_body_util::BodyExt;
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
 /// The text of all `delta` events.
 pub fn text_of(events: &[Sse]) -> String {
     events
