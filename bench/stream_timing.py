@@ -19,12 +19,13 @@ PROMPT = ("Write a long, detailed story about a lighthouse keeper who finds a "
           "mysterious glowing bottle on the beach one stormy night.")
 
 
-def one_run(url, model, max_tokens, extra_options=None):
+def one_run(url, model, max_tokens, extra_options=None, messages=None):
+    """One answer: the default prompt, or `messages`."""
     u = urlparse(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=600)
+    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=1800)
     body = json.dumps({
         "model": model,
-        "messages": [{"role": "user", "content": PROMPT}],
+        "messages": messages or [{"role": "user", "content": PROMPT}],
         "options": {"temperature": 0, "max_tokens": max_tokens, **(extra_options or {})},
     })
     t0 = time.perf_counter()

@@ -42,7 +42,7 @@ export default defineConfig({
       stderr: 'pipe',
     },
     {
-      command: `${bin} serve --addr 127.0.0.1:3211 --site-root ${siteRoot} --engine fake --fake-token-delay-ms 40 --fake-min-tokens 2000 --max-tokens-cap 4096 --default-max-tokens 2000`,
+      command: `${bin} serve --addr 127.0.0.1:3211 --site-root ${siteRoot} --engine fake --fake-token-delay-ms 40 --fake-min-tokens 2000 --max-tokens-cap 4096 --default-max-tokens 2000 --fake-context 8192 --fake-prompt-ms-per-token 30`,
       url: `${FAKE_URL}/health`,
       timeout: 60_000,
       reuseExistingServer: false,

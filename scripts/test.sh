@@ -29,14 +29,15 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import ollama, openai
 fi
 (cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" "$venv/bin/python" -m unittest -v test_clients test_cli 2>&1) | tee "$logs/clients.log"
 
-log "benchmark smoke run (kinko, bare engine, llama.cpp: one short generation each)"
+log "benchmark smoke run (kinko, bare engine, llama.cpp; sizes, long chats, cold start, arrivals: one short generation each)"
 bench_venv="$KINKO_CACHE/bench-venv"
 if [ ! -x "$bench_venv/bin/python" ] || ! "$bench_venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
   log "building llama-cpp-python from source with native CPU flags (about 4 minutes, once)"
   python3 -m venv "$bench_venv"
   CMAKE_ARGS="-DGGML_NATIVE=ON" "$bench_venv/bin/pip" install --quiet --no-binary llama-cpp-python "llama-cpp-python==0.3.36"
 fi
-(cd "$KINKO_ROOT" && LLAMA_PYTHON="$bench_venv/bin/python" python3 bench/bench.py --smoke --json "$logs/bench-smoke.json" 2>&1) | tee "$logs/bench.log"
+"$bench_venv/bin/python" -c 'import gguf' 2>/dev/null || "$bench_venv/bin/pip" install --quiet "gguf==0.19.0"
+(cd "$KINKO_ROOT" && LLAMA_PYTHON="$bench_venv/bin/python" "$bench_venv/bin/python" bench/bench.py --smoke --json "$logs/bench-smoke.json" 2>&1) | tee "$logs/bench.log"
 
 log "tier 5: browser tests (Playwright, /usr/bin/chromium, the real binary)"
 (cd "$KINKO_ROOT/end2end" && KINKO_BIN="$KINKO_BIN" KINKO_SITE_ROOT="$KINKO_ROOT/target/site" \

@@ -102,10 +102,64 @@ pub struct ModelSummary {
 }
 
 /// Body of `GET /api/models`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelList {
     /// Installed models, sorted by name.
     pub models: Vec<ModelSummary>,
+    /// The context size (`num_ctx`) used when neither the request nor the
+    /// model's preset names one (0: the model's whole window).
+    #[serde(default)]
+    pub default_num_ctx: usize,
+    /// What a prompt costs on this machine, per model, where measured.
+    #[serde(default)]
+    pub prompt_costs: Vec<ModelPromptCost>,
+}
+
+/// The measured prompt cost of one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelPromptCost {
+    /// The model.
+    pub model: String,
+    /// Its cost.
+    pub cost: PromptCost,
+}
+
+/// How long a model takes to read a prompt on this machine, measured from
+/// the prompts it has processed: `seconds(n) = per_token·n +
+/// per_token_squared·n²` (the square term is attention over the prompt).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PromptCost {
+    /// Seconds per prompt token.
+    pub per_token: f64,
+    /// Seconds per squared prompt token.
+    pub per_token_squared: f64,
+    /// How many prompts the figures come from.
+    pub samples: usize,
+}
+
+impl PromptCost {
+    /// Estimated seconds to read a prompt of `tokens` tokens.
+    pub fn seconds(&self, tokens: usize) -> f64 {
+        let n = tokens as f64;
+        self.per_token * n + self.per_token_squared * n * n
+    }
+
+    /// The longest prompt read within `seconds` (by the estimate).
+    pub fn tokens_within(&self, seconds: f64) -> usize {
+        let (a, b) = (self.per_token.max(0.0), self.per_token_squared.max(0.0));
+        let n = if b > 0.0 {
+            (-a + (a * a + 4.0 * b * seconds.max(0.0)).sqrt()) / (2.0 * b)
+        } else if a > 0.0 {
+            seconds.max(0.0) / a
+        } else {
+            f64::INFINITY
+        };
+        if n.is_finite() {
+            n.floor() as usize
+        } else {
+            usize::MAX
+        }
+    }
 }
 
 /// Why an answer ended.
@@ -169,12 +223,20 @@ pub struct Timings {
 pub struct MetaEvent {
     /// The model answering.
     pub model: String,
-    /// Its context window in tokens.
+    /// The context window this answer used, in tokens (`num_ctx`: the
+    /// request's, the preset's or the server's default, at most the model's).
     pub context_window: usize,
+    /// The model's own context window, the most `num_ctx` can be.
+    #[serde(default)]
+    pub model_context_window: usize,
     /// Tokens of the prompt after trimming.
     pub prompt_tokens: usize,
     /// How many earlier messages were left out to fit the window.
     pub trimmed_messages: usize,
+    /// Whether they were left out so the model reads the prompt within the
+    /// first-token timeout (by its measured speed), not for the window.
+    #[serde(default)]
+    pub trimmed_for_time: bool,
     /// The most tokens the answer may have.
     pub max_tokens: usize,
 }

@@ -5,8 +5,10 @@
 pub mod api;
 #[cfg(feature = "hydrate")]
 mod client;
+pub mod context_size;
 
-use api::{ChatMessage, ChatOptions, ChatRequest, ModelSummary, Role};
+use api::{ChatMessage, ChatOptions, ChatRequest, ModelPromptCost, ModelSummary, Role};
+use context_size::ContextPicker;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
@@ -73,6 +75,9 @@ pub struct UiMessage {
 pub struct SavedChat {
     /// The model last picked.
     pub model: Option<String>,
+    /// The chat's context size (`num_ctx`), when not the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_ctx: Option<usize>,
     /// The conversation.
     pub messages: Vec<UiMessage>,
 }
@@ -122,6 +127,9 @@ fn ChatPage() -> impl IntoView {
     let input = RwSignal::new(String::new());
     let streaming = RwSignal::new(false);
     let loaded = RwSignal::new(false);
+    let num_ctx = RwSignal::new(None::<usize>);
+    let default_num_ctx = RwSignal::new(0usize);
+    let costs = RwSignal::new(Vec::<ModelPromptCost>::new());
     let conversation_ref = NodeRef::<leptos::html::Div>::new();
 
     // Client only: restore the conversation, fetch the models, mark hydration.
@@ -140,6 +148,7 @@ fn ChatPage() -> impl IntoView {
                 if let Some(m) = saved.model {
                     model.set(m);
                 }
+                num_ctx.set(saved.num_ctx);
             }
             loaded.set(true);
             leptos::task::spawn_local(async move {
@@ -154,6 +163,8 @@ fn ChatPage() -> impl IntoView {
                                     .unwrap_or_default(),
                             );
                         }
+                        default_num_ctx.set(list.default_num_ctx);
+                        costs.set(list.prompt_costs);
                         if list.models.is_empty() {
                             models_error.set(Some("No models installed. Run `kinko import NAME FILE.gguf` or the set-up command.".into()));
                         }
@@ -170,6 +181,7 @@ fn ChatPage() -> impl IntoView {
     Effect::new(move |_| {
         let saved = SavedChat {
             model: Some(model.get()).filter(|m| !m.is_empty()),
+            num_ctx: num_ctx.get(),
             messages: messages.get(),
         };
         if !loaded.get_untracked() {
@@ -213,7 +225,10 @@ fn ChatPage() -> impl IntoView {
         let request = ChatRequest {
             model: model_name,
             messages: history_for_request(&messages.get_untracked()),
-            options: ChatOptions::default(),
+            options: ChatOptions {
+                num_ctx: num_ctx.get_untracked(),
+                ..ChatOptions::default()
+            },
         };
         messages.update(|m| {
             m.push(UiMessage {
@@ -223,7 +238,7 @@ fn ChatPage() -> impl IntoView {
             })
         });
         streaming.set(true);
-        start_stream(request, messages, streaming);
+        start_stream(request, messages, streaming, costs);
     };
 
     let stop = move |_| {
@@ -236,6 +251,7 @@ fn ChatPage() -> impl IntoView {
         client::abort_current();
         messages.set(Vec::new());
         input.set(String::new());
+        num_ctx.set(None);
     };
 
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
@@ -281,6 +297,7 @@ fn ChatPage() -> impl IntoView {
                         }}
                     </select>
                 </label>
+                <ContextPicker models=models model=model chosen=num_ctx server_default=default_num_ctx costs=costs/>
                 <button class="new-chat" data-testid="new-chat" on:click=new_chat title="Start a new conversation">
                     "New chat"
                 </button>
@@ -343,6 +360,7 @@ fn start_stream(
     request: ChatRequest,
     messages: RwSignal<Vec<UiMessage>>,
     streaming: RwSignal<bool>,
+    costs: RwSignal<Vec<ModelPromptCost>>,
 ) {
     use api::FinishReason;
     use client::{StreamEvent, StreamFailure};
@@ -356,7 +374,15 @@ fn start_stream(
     leptos::task::spawn_local(async move {
         let result = client::stream_chat(&request, |event| match event {
             StreamEvent::Meta(meta) => {
-                if meta.trimmed_messages > 0 {
+                if meta.trimmed_messages > 0 && meta.trimmed_for_time {
+                    let note = format!(
+                        "{} earlier message{} left out so the model reads this conversation within the time limit on this machine ({} prompt tokens). A smaller context size answers sooner; a bigger one remembers more.",
+                        meta.trimmed_messages,
+                        if meta.trimmed_messages == 1 { " was" } else { "s were" },
+                        meta.prompt_tokens,
+                    );
+                    update_last(&|m| m.notes.push(note.clone()));
+                } else if meta.trimmed_messages > 0 {
                     let note = format!(
                         "{} earlier message{} left out: the model saw only the latest part of this conversation ({} prompt tokens of its {}-token window).",
                         meta.trimmed_messages,
@@ -399,11 +425,20 @@ fn start_stream(
             }
         });
         streaming.set(false);
+        // The answer taught the server more about its prompt speed.
+        if let Ok(list) = client::fetch_models().await {
+            costs.set(list.prompt_costs);
+        }
     });
 }
 
 #[cfg(not(feature = "hydrate"))]
-fn start_stream(_: ChatRequest, _: RwSignal<Vec<UiMessage>>, _: RwSignal<bool>) {
+fn start_stream(
+    _: ChatRequest,
+    _: RwSignal<Vec<UiMessage>>,
+    _: RwSignal<bool>,
+    _: RwSignal<Vec<ModelPromptCost>>,
+) {
     // Event handlers only run in the browser.
 }
 
@@ -450,6 +485,7 @@ mod tests {
     fn saved_chat_round_trips() {
         let saved = SavedChat {
             model: Some("smollm2:135m".into()),
+            num_ctx: Some(8192),
             messages: vec![UiMessage {
                 role: Some(Role::User),
                 content: "こんにちは".into(),

@@ -171,3 +171,37 @@ test('with an API key the browser logs in, and a trimmed history is noted', asyn
   await expect(page.getByTestId('note')).toHaveText(/1 earlier message was left out/);
   if (SHOTS) await page.screenshot({ path: `${SHOTS}/trimmed.png`, fullPage: true });
 });
+
+test('a chat picks its context size, with what it costs on this machine', async ({ page }) => {
+  // The fake model claims an 8,192-token window and a measured 30 ms per
+  // prompt token; the server's default context size is 4,096.
+  await page.goto(FAKE_URL);
+  await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
+  const picker = page.getByTestId('num-ctx');
+  const cost = page.getByTestId('num-ctx-cost');
+  await expect(picker.locator('option')).toHaveText([
+    '4096 tokens (default) · ≈ 2 min',
+    '1024 tokens · ≈ 31 s',
+    '2048 tokens · ≈ 61 s',
+    '4096 tokens · ≈ 2 min',
+    '8192 tokens · ≈ 4 min',
+  ]);
+  await expect(cost).toHaveText('Context: a full 4096-token window takes ≈ 2 min to read on this machine');
+  await picker.selectOption('1024');
+  await expect(cost).toHaveText('Context: a full 1024-token window takes ≈ 31 s to read on this machine');
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/context-size.png`, fullPage: true });
+
+  // The chat's size goes with every request and stays with the chat.
+  const sent = page.waitForRequest((r) => r.url().endsWith('/api/chat/stream'));
+  await page.getByTestId('composer').fill('How much do you remember?');
+  await page.getByTestId('composer').press('Enter');
+  expect((await sent).postDataJSON().options.num_ctx).toBe(1024);
+  await page.getByTestId('stop').click();
+  await expect(page.getByTestId('send')).toBeVisible();
+  await page.reload();
+  await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
+  await expect(page.getByTestId('num-ctx')).toHaveValue('1024');
+  // A new chat starts from the server's default again.
+  await page.getByTestId('new-chat').click();
+  await expect(page.getByTestId('num-ctx')).toHaveValue('');
+});

@@ -111,6 +111,20 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         max_tokens: usize,
     },
+    /// An engine process: one model in mistral.rs, driven by `kinko serve`
+    /// over stdin and stdout (started by the server, not by people).
+    #[command(hide = true)]
+    EngineWorker {
+        /// The model's directory in the store.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The GGUF file in it.
+        #[arg(long)]
+        file: String,
+        /// Sequences served at once.
+        #[arg(long, default_value_t = 16)]
+        max_seqs: usize,
+    },
     /// Chat with a model: one answer to PROMPT, or an interactive session.
     Run {
         /// The model.
@@ -159,6 +173,12 @@ pub struct ServeConfig {
     /// The largest `max_tokens` a request may ask for.
     #[arg(long, env = "KINKO_MAX_TOKENS_CAP", default_value_t = 4096)]
     pub max_tokens_cap: usize,
+    /// Context size (`num_ctx`) when neither the request nor the model's
+    /// preset sets one, capped by the model's own window; 0 uses the whole
+    /// window. It grows to leave 1,024 prompt tokens beside a large
+    /// `max_tokens`. Long prompts cost time on a CPU: see the README.
+    #[arg(long, env = "KINKO_DEFAULT_NUM_CTX", default_value_t = 4096)]
+    pub default_num_ctx: usize,
     /// Tokens kept free between the prompt plus answer and the context size.
     #[arg(long, env = "KINKO_CONTEXT_MARGIN", default_value_t = 16)]
     pub context_margin: usize,
@@ -234,6 +254,10 @@ pub struct ServeConfig {
     /// Fake engine: the context length its model claims.
     #[arg(long, env = "KINKO_FAKE_CONTEXT", default_value_t = 4096)]
     pub fake_context: usize,
+    /// Fake engine: the prompt speed it claims to have measured
+    /// (milliseconds per prompt token).
+    #[arg(long, env = "KINKO_FAKE_PROMPT_MS_PER_TOKEN")]
+    pub fake_prompt_ms_per_token: Option<f64>,
 }
 
 fn secs(s: f64) -> Duration {

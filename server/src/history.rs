@@ -3,6 +3,11 @@
 //! own tokens with its chat template. The oldest non-system messages go
 //! first; the system prompt and the newest message always stay. What was
 //! dropped is reported, never silent.
+//!
+//! A second, softer limit keeps the prompt to what the model reads within
+//! the first-token timeout on this machine: earlier messages go to meet it,
+//! but it never refuses a conversation that fits the window (the system
+//! prompt and the newest message are sent however long they take).
 
 use crate::engine::{ChatEngine, EngineError};
 use app::api::{ChatMessage, Role};
@@ -18,6 +23,9 @@ pub struct HistoryWindow {
     pub margin: usize,
     /// Keep at most this many non-system messages, newest first.
     pub max_messages: Option<usize>,
+    /// Drop earlier messages until the prompt is at most this long, if it
+    /// can be (the prompt the model reads in time).
+    pub soft_max_tokens: Option<usize>,
 }
 
 /// A conversation cut to fit.
@@ -29,6 +37,8 @@ pub struct Trimmed {
     pub dropped: usize,
     /// Prompt tokens of `messages`.
     pub prompt_tokens: usize,
+    /// Whether the soft limit (time), not the window, decided what went.
+    pub limited_by_time: bool,
 }
 
 /// Why a conversation cannot be sent.
@@ -68,7 +78,8 @@ impl HistoryWindow {
         model: &str,
         messages: &[ChatMessage],
     ) -> Result<Trimmed, TrimError> {
-        let budget = self.budget();
+        let hard = self.budget();
+        let budget = self.soft_max_tokens.map_or(hard, |soft| soft.min(hard));
         // Positions of the messages that may be dropped: every non-system
         // message but the newest one.
         let last = messages.len().saturating_sub(1);
@@ -99,17 +110,28 @@ impl HistoryWindow {
                 messages: keep_from(skip),
                 dropped: skip,
                 prompt_tokens: tokens_now,
+                limited_by_time: false,
             });
         }
+        let by_time = tokens_now <= hard;
         let all_dropped = droppable.len();
         let min_tokens = count(keep_from(all_dropped)).await?;
-        if min_tokens > budget {
+        if min_tokens > hard {
             return Err(TrimError::Overflow {
                 needed: min_tokens,
-                budget,
+                budget: hard,
                 context_length: self.context_length,
                 max_tokens: self.max_tokens,
                 margin: self.margin,
+            });
+        }
+        if min_tokens > budget {
+            // Over the soft limit even alone: send the smallest prompt.
+            return Ok(Trimmed {
+                messages: keep_from(all_dropped),
+                dropped: all_dropped,
+                prompt_tokens: min_tokens,
+                limited_by_time: true,
             });
         }
         // Invariant: keep_from(lo) does not fit, keep_from(hi) fits.
@@ -125,10 +147,14 @@ impl HistoryWindow {
             }
         }
         skip = hi;
+        // Whether the window alone would have kept more.
+        let limited_by_time =
+            budget < hard && (by_time || count(keep_from(skip - 1)).await? <= hard);
         Ok(Trimmed {
             messages: keep_from(skip),
             dropped: skip,
             prompt_tokens: hi_tokens,
+            limited_by_time,
         })
     }
 }
@@ -161,6 +187,7 @@ mod tests {
             max_tokens: 10,
             margin: 2,
             max_messages,
+            soft_max_tokens: None,
         }
     }
 
@@ -211,6 +238,40 @@ mod tests {
             roles,
             vec![Role::System, Role::User, Role::Assistant, Role::User]
         );
+    }
+
+    #[tokio::test]
+    async fn the_time_limit_drops_more_but_never_refuses() {
+        let e = FakeEngine::new(FakeConfig::default(), Metrics::new());
+        let m = convo(5);
+        // The window holds everything (142 tokens); the time limit 40.
+        let all = window(1000, None).fit(&e, FAKE_MODEL, &m).await.unwrap();
+        assert_eq!(all.dropped, 0);
+        let w = HistoryWindow {
+            soft_max_tokens: Some(40),
+            ..window(1000, None)
+        };
+        let t = w.fit(&e, FAKE_MODEL, &m).await.unwrap();
+        assert!(t.limited_by_time);
+        assert_eq!(t.dropped, 8);
+        assert!(t.prompt_tokens <= 40);
+        // A soft limit below the smallest prompt sends the smallest prompt.
+        let w = HistoryWindow {
+            soft_max_tokens: Some(5),
+            ..window(1000, None)
+        };
+        let t = w.fit(&e, FAKE_MODEL, &m).await.unwrap();
+        assert!(t.limited_by_time);
+        assert_eq!(t.messages.len(), 2, "system prompt and the newest message");
+        // A soft limit the window already meets changes nothing.
+        let w = HistoryWindow {
+            soft_max_tokens: Some(100),
+            context_length: 52,
+            ..window(0, None)
+        };
+        let t = w.fit(&e, FAKE_MODEL, &m).await.unwrap();
+        assert!(!t.limited_by_time);
+        assert_eq!(t.dropped, 8);
     }
 
     #[tokio::test]

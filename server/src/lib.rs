@@ -117,6 +117,8 @@ fn api_routes() -> Router<AppState> {
         .merge(routes::health::router())
         .merge(routes::ollama::router())
         .merge(routes::openai::router())
+        // Answers end when their client hangs up, even mid-prompt.
+        .layer(axum::middleware::from_fn(net::end_with_client))
 }
 
 /// The layers every request passes: Host and Origin checks (outermost), CORS

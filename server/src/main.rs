@@ -5,7 +5,9 @@ use anyhow::Context;
 use clap::Parser;
 use kinko::config::{Cli, Command, EngineKind, ServeConfig};
 use kinko::engine::fake::{FakeConfig, FakeEngine};
+use kinko::engine::local::LocalModel;
 use kinko::engine::mistral::MistralEngine;
+use kinko::engine::runner::WorkerSpec;
 use kinko::engine::{ChatEngine, KeepAlive};
 use kinko::metrics::Metrics;
 use kinko::models::quantize::Target;
@@ -43,14 +45,29 @@ async fn run() -> anyhow::Result<()> {
     // client commands talk to a server.
     if matches!(
         cli.command,
-        Command::Serve(_) | Command::Import { .. } | Command::BenchEngine { .. }
+        Command::Serve(_)
+            | Command::Import { .. }
+            | Command::BenchEngine { .. }
+            | Command::EngineWorker { .. }
     ) {
         kinko::threads::configure(cli.threads, !cli.no_pin)?;
     }
     let home = cli.home.clone().unwrap_or_else(ModelStore::default_home);
     let store = ModelStore::new(&home);
     match cli.command {
-        Command::Serve(config) => serve(*config, store).await,
+        Command::Serve(config) => {
+            let worker = WorkerSpec {
+                threads: cli.threads,
+                no_pin: cli.no_pin,
+                ..WorkerSpec::default()
+            };
+            serve(*config, store, worker).await
+        }
+        Command::EngineWorker {
+            dir,
+            file,
+            max_seqs,
+        } => kinko::engine::worker::run(dir, file, max_seqs).await,
         Command::Import {
             name,
             path,
@@ -114,14 +131,18 @@ async fn run() -> anyhow::Result<()> {
                     let prompt = (!prompt.is_empty()).then(|| prompt.join(" "));
                     client.run(&model, prompt).await
                 }
-                Command::Serve(_) | Command::Import { .. } | Command::BenchEngine { .. } => Ok(()),
+                Command::Serve(_)
+                | Command::Import { .. }
+                | Command::BenchEngine { .. }
+                | Command::EngineWorker { .. } => Ok(()),
             }
         }
     }
 }
 
-/// The bare engine as kinko drives it, without HTTP: one generation per
-/// line read from stdin, one JSON line of timings out.
+/// The bare engine as kinko drives it, in this process, without HTTP or an
+/// engine process: one generation per line read from stdin, one JSON line
+/// of timings out.
 async fn bench_engine(
     store: ModelStore,
     model: &str,
@@ -129,24 +150,22 @@ async fn bench_engine(
     max_tokens: usize,
 ) -> anyhow::Result<()> {
     use futures::StreamExt;
-    use kinko::engine::{EngineEvent, EngineRequest, Sampling};
+    use kinko::engine::{EngineEvent, Sampling};
     use tokio::io::AsyncBufReadExt;
-    let engine = MistralEngine::new(store, Metrics::new());
-    engine
-        .ensure_loaded(model, Some(KeepAlive::Forever))
-        .await?;
+    let installed = store
+        .get(model)
+        .with_context(|| format!("model `{model}` is not installed"))?;
+    let engine = LocalModel::load(&installed.dir, &installed.manifest.file, 16)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let messages = vec![app::api::ChatMessage::new(app::api::Role::User, prompt)];
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     println!("{}", serde_json::json!({"ready": true}));
     while let Some(_cmd) = lines.next_line().await? {
         let started = std::time::Instant::now();
-        let prompt_tokens = engine.count_tokens(model, &messages).await?;
+        let prompt_tokens = engine.count_tokens(&messages).await?;
         let mut stream = engine
-            .stream(EngineRequest {
-                model: model.to_string(),
-                messages: messages.clone(),
-                sampling: Sampling::greedy(max_tokens),
-            })
+            .stream(&messages, &Sampling::greedy(max_tokens))
             .await?;
         let mut first = None;
         let mut tokens = 0usize;
@@ -177,7 +196,11 @@ async fn bench_engine(
     Ok(())
 }
 
-async fn serve(mut config: ServeConfig, store: ModelStore) -> anyhow::Result<()> {
+async fn serve(
+    mut config: ServeConfig,
+    store: ModelStore,
+    worker: WorkerSpec,
+) -> anyhow::Result<()> {
     // Secure by default: a non-loopback address needs an API key.
     config.api_key = config.resolve_api_key().map_err(anyhow::Error::msg)?;
     config.api_key_file = None;
@@ -208,12 +231,15 @@ async fn serve(mut config: ServeConfig, store: ModelStore) -> anyhow::Result<()>
                         )
                     })?;
             (
-                Arc::new(MistralEngine::with_limits(
-                    store,
-                    metrics.clone(),
-                    keep_alive,
-                    config.max_loaded_models,
-                )),
+                Arc::new(
+                    MistralEngine::with_limits(
+                        store,
+                        metrics.clone(),
+                        keep_alive,
+                        config.max_loaded_models,
+                    )
+                    .with_worker(worker),
+                ),
                 "mistral",
             )
         }
@@ -224,6 +250,13 @@ async fn serve(mut config: ServeConfig, store: ModelStore) -> anyhow::Result<()>
                     min_tokens: config.fake_min_tokens,
                     fail_after: config.fake_fail_after,
                     context_length: config.fake_context,
+                    prompt_cost: config
+                        .fake_prompt_ms_per_token
+                        .map(|ms| app::api::PromptCost {
+                            per_token: ms / 1000.0,
+                            per_token_squared: 0.0,
+                            samples: 1,
+                        }),
                 },
                 metrics.clone(),
             )),
@@ -248,19 +281,22 @@ async fn serve(mut config: ServeConfig, store: ModelStore) -> anyhow::Result<()>
         listener.local_addr()?
     );
     let listener = GuardedListener::new(listener, state.config.client_write_timeout());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Open answers get a final event and end; then the server exits.
-            state.begin_shutdown();
-            tokio::spawn(async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                tracing::warn!("connections still open 5 s after the shutdown signal; exiting");
-                std::process::exit(0);
-            });
-        })
-        .await
-        .context("server error")
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<kinko::net::ClientConn>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // Open answers get a final event and end; then the server exits.
+        state.begin_shutdown();
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            tracing::warn!("connections still open 5 s after the shutdown signal; exiting");
+            std::process::exit(0);
+        });
+    })
+    .await
+    .context("server error")
 }
 
 async fn shutdown_signal() {

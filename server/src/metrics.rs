@@ -1,5 +1,7 @@
-//! Prometheus metrics: streams started, finished by reason, active now, and
-//! tokens generated. They let anyone check cancellation from outside.
+//! Prometheus metrics: streams started, finished by reason, active now,
+//! tokens generated, and engine processes stopped because they held a
+//! prompt nobody wanted any more. They let anyone check cancellation from
+//! outside.
 
 use app::api::FinishReason;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -27,6 +29,7 @@ struct Inner {
     finished: Family<ReasonLabel, Counter>,
     active: Gauge,
     tokens: Counter,
+    engine_restarts: Counter,
 }
 
 impl Default for Metrics {
@@ -43,6 +46,12 @@ impl Metrics {
         let finished = Family::<ReasonLabel, Counter>::default();
         let active = Gauge::default();
         let tokens = Counter::default();
+        let engine_restarts = Counter::default();
+        registry.register(
+            "engine_restarts",
+            "Engine processes stopped (and started again) to drop a prompt whose client was gone",
+            engine_restarts.clone(),
+        );
         registry.register("streams_started", "Chat streams started", started.clone());
         registry.register(
             "streams_finished",
@@ -68,6 +77,7 @@ impl Metrics {
                 finished,
                 active,
                 tokens,
+                engine_restarts,
             }),
         }
     }
@@ -86,6 +96,16 @@ impl Metrics {
     /// The engine produced `n` tokens.
     pub fn tokens_generated(&self, n: u64) {
         self.inner.tokens.inc_by(n);
+    }
+
+    /// An engine process was stopped to drop an abandoned prompt.
+    pub fn engine_restarted(&self) {
+        self.inner.engine_restarts.inc();
+    }
+
+    /// Engine processes stopped so far to drop abandoned prompts.
+    pub fn engine_restarts(&self) -> u64 {
+        self.inner.engine_restarts.get()
     }
 
     /// Total tokens generated so far.

@@ -2,11 +2,21 @@
 //! leave at once) and a write timeout: a client that stops reading while an
 //! answer streams blocks our writes, and after the bound the connection is
 //! reset, which drops the answer's stream and so cancels its generation.
+//!
+//! A client that hangs up is noticed at once too, even while nothing is
+//! being written (a long prompt): hyper learns of a closed connection only
+//! when a write fails, so [`end_with_client`] watches the socket itself for
+//! the client's FIN and ends the request, which cancels its generation.
 
-use axum::serve::Listener;
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::serve::{IncomingStream, Listener};
+use futures::StreamExt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -58,6 +68,111 @@ impl Listener for GuardedListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+/// What a request knows of its connection: the client's address, and a
+/// second handle on the socket to watch for the client hanging up. Serve
+/// with `into_make_service_with_connect_info::<ClientConn>()`.
+#[derive(Debug, Clone)]
+pub struct ClientConn {
+    /// The client's address.
+    pub addr: SocketAddr,
+    socket: Option<Arc<std::net::TcpStream>>,
+}
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, GuardedListener>> for ClientConn {
+    fn connect_info(stream: IncomingStream<'_, GuardedListener>) -> Self {
+        let tcp = stream.io().inner.get_ref();
+        // A duplicate of the socket's descriptor: reading readiness and
+        // peeking through it leaves hyper's reads untouched.
+        let socket = socket2::SockRef::from(tcp)
+            .try_clone()
+            .map(|s| Arc::new(std::net::TcpStream::from(s)))
+            .ok();
+        Self {
+            addr: *stream.remote_addr(),
+            socket,
+        }
+    }
+}
+
+impl ClientConn {
+    /// Resolves when the client has closed its side of the connection.
+    /// Never resolves while unread request bytes wait (the handler reads
+    /// them) or when the socket cannot be watched. A client that half-closes
+    /// and still reads counts as gone; HTTP clients do not do that.
+    pub async fn hung_up(&self) {
+        let watched = self
+            .socket
+            .as_ref()
+            .and_then(|s| s.try_clone().ok())
+            .and_then(|s| tokio::net::TcpStream::from_std(s).ok());
+        let Some(socket) = watched else {
+            return std::future::pending().await;
+        };
+        let mut byte = [0u8; 1];
+        loop {
+            match socket.peek(&mut byte).await {
+                Ok(0) => return,
+                // Request bytes not read yet, or a pipelined request: look
+                // again later.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Middleware: when the client hangs up, drop the request's handler (while
+/// it runs) or end its streaming body, so the answer behind it is cancelled
+/// at once rather than at the next write.
+pub async fn end_with_client(req: Request, next: Next) -> Response {
+    let Some(conn) = req
+        .extensions()
+        .get::<ConnectInfo<ClientConn>>()
+        .map(|c| c.0.clone())
+    else {
+        return next.run(req).await;
+    };
+    let watch = tokio::spawn(async move { conn.hung_up().await });
+    let stop_watching = AbortOnDrop(watch.abort_handle());
+    let mut watch = watch;
+    let response = tokio::select! {
+        r = next.run(req) => r,
+        _ = &mut watch => {
+            tracing::debug!("client hung up before the answer started");
+            // Nobody reads this; the handler (and its generation) is dropped.
+            return axum::http::StatusCode::REQUEST_TIMEOUT.into_response();
+        }
+    };
+    let streaming = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            t.starts_with("text/event-stream") || t.starts_with("application/x-ndjson")
+        });
+    if !streaming {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let gone = async move {
+        let _stop = stop_watching;
+        let _ = watch.await;
+        tracing::debug!("client hung up during the answer");
+    };
+    let body = axum::body::Body::from_stream(body.into_data_stream().take_until(gone));
+    Response::from_parts(parts, body)
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

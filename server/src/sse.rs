@@ -309,8 +309,10 @@ mod tests {
         MetaEvent {
             model: "m".into(),
             context_window: 100,
+            model_context_window: 100,
             prompt_tokens: 7,
             trimmed_messages: 0,
+            trimmed_for_time: false,
             max_tokens: 10,
         }
     }

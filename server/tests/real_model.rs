@@ -9,6 +9,7 @@ use common::{parse_sse, text_of, Sse};
 use futures::StreamExt;
 use kinko::config::ServeConfig;
 use kinko::engine::mistral::MistralEngine;
+use kinko::engine::runner::WorkerSpec;
 use kinko::metrics::Metrics;
 use kinko::models::ModelStore;
 use kinko::AppState;
@@ -22,6 +23,7 @@ const MODEL: &str = "smollm2:135m";
 struct Server {
     addr: SocketAddr,
     metrics: Metrics,
+    engine: std::sync::Arc<MistralEngine>,
 }
 
 /// One server for the whole file, on its own runtime thread; the tests take
@@ -38,8 +40,17 @@ fn server() -> &'static Server {
             home.display()
         );
         let metrics = Metrics::new();
-        let engine = std::sync::Arc::new(MistralEngine::new(store, metrics.clone()));
-        let state = AppState::new(engine, "mistral", metrics.clone(), ServeConfig::default());
+        // Engine processes are this package's `kinko` binary.
+        let engine = std::sync::Arc::new(
+            MistralEngine::new(store, metrics.clone())
+                .with_worker(WorkerSpec::program(env!("CARGO_BIN_EXE_kinko"))),
+        );
+        let state = AppState::new(
+            engine.clone(),
+            "mistral",
+            metrics.clone(),
+            ServeConfig::default(),
+        );
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -50,12 +61,17 @@ fn server() -> &'static Server {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
-                axum::serve(listener, kinko::router(state)).await.unwrap();
+                let listener =
+                    kinko::net::GuardedListener::new(listener, state.config.client_write_timeout());
+                let app = kinko::router(state)
+                    .into_make_service_with_connect_info::<kinko::net::ClientConn>();
+                axum::serve(listener, app).await.unwrap();
             });
         });
         Server {
             addr: rx.recv().unwrap(),
             metrics,
+            engine,
         }
     })
 }
@@ -240,4 +256,154 @@ async fn disconnect_to_engine_stop_time_over_20_drops() {
     );
     assert!(median < 500.0, "median {median} ms");
     assert!(late_tokens.iter().all(|&n| n <= 2), "{late_tokens:?}");
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is 3rd,
+    // utime 14th and stime 15th of the whole line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Whether a process still exists (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
+}
+
+/// The engine process of the default model.
+async fn engine_pid(s: &Server) -> u32 {
+    s.engine
+        .engine_processes()
+        .await
+        .into_iter()
+        .find(|(name, _)| name == MODEL)
+        .map(|(_, pid)| pid)
+        .expect("the default model has an engine process")
+}
+
+/// CPU the engine process of the default model uses over `window`, as a
+/// share of one core.
+async fn engine_load(s: &Server, window: Duration) -> f64 {
+    let pid = engine_pid(s).await;
+    let before = cpu_seconds(pid).unwrap_or(0.0);
+    tokio::time::sleep(window).await;
+    let after = cpu_seconds(pid).unwrap_or(before);
+    (after - before) / window.as_secs_f64()
+}
+
+/// A conversation of 121 messages whose history fills an 8,192-token window.
+fn long_conversation() -> Value {
+    let filler = "The harbour was quiet that morning, and the fishing boats rocked slowly \
+                  against the stone quay while gulls argued over scraps near the market stalls. \
+                  Later the wind turned, the ferry was late again, and the baker closed early, \
+                  so we ate at the inn by the bridge.";
+    let mut messages = Vec::new();
+    for i in 0..60 {
+        messages.push(json!({"role": "user", "content": format!("Part {i} of my notes: {filler} What do you make of it?")}));
+        messages.push(json!({"role": "assistant", "content": format!("About part {i}: {filler} It sounds calm and ordinary.")}));
+    }
+    messages.push(json!({"role": "user", "content": "Summarise everything in one sentence."}));
+    Value::Array(messages)
+}
+
+/// Issue 9's never-stuck test: a client sends a history near the window and
+/// goes away after 1 s, long before mistral.rs could finish that prompt
+/// (minutes on a small CPU). The engine stops working on it at once; a
+/// second, short request is answered within a few seconds; the engine is
+/// idle again right after.
+#[tokio::test]
+async fn an_abandoned_long_history_never_holds_the_engine() {
+    let _turn = lock().await;
+    let s = server();
+    let _ = chat(json!([{"role": "user", "content": "Hi"}]), 4).await;
+    let idle_before = engine_load(s, Duration::from_secs(1)).await;
+    let pid = engine_pid(s).await;
+    let restarts = s.metrics.engine_restarts();
+
+    let client = reqwest::Client::new();
+    let sent = Instant::now();
+    let resp = client
+        .post(format!("http://{}/api/chat/stream", s.addr))
+        .json(&json!({"model": MODEL, "messages": long_conversation(), "options": {"num_ctx": 8192, "max_tokens": 32, "temperature": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        seen.push_str(&String::from_utf8_lossy(
+            &body.next().await.expect("the meta event").unwrap(),
+        ));
+    }
+    let meta: Value = serde_json::from_str(
+        seen.lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("meta data"),
+    )
+    .unwrap();
+    let prompt_tokens = meta["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        prompt_tokens > 7_500,
+        "the history should fill most of the 8,192-token window: {meta}"
+    );
+    assert!(meta["trimmed_messages"].as_u64().unwrap() > 0, "{meta}");
+    // The engine is working on the prompt.
+    tokio::time::sleep(Duration::from_millis(600).saturating_sub(sent.elapsed())).await;
+    assert!(alive(pid));
+    let busy = engine_load(s, Duration::from_millis(300)).await;
+    assert!(
+        busy > 0.5,
+        "the engine should be busy with the prompt: {busy:.2}"
+    );
+    // The client goes away after 1 s.
+    tokio::time::sleep(Duration::from_secs(1).saturating_sub(sent.elapsed())).await;
+    // The client goes away.
+    drop(body);
+    drop(client);
+    let dropped = Instant::now();
+    while alive(pid) {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(5),
+            "the engine is still working on the abandoned prompt"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped = dropped.elapsed();
+    assert_eq!(s.metrics.engine_restarts(), restarts + 1);
+
+    // A short request is answered within a few seconds (the engine process
+    // starts again first).
+    let asked = Instant::now();
+    let events = chat(json!([{"role": "user", "content": "Hi"}]), 8).await;
+    let answered = asked.elapsed();
+    assert_eq!(events.last().unwrap().event, "done", "{events:?}");
+    assert!(!text_of(&events).is_empty());
+    assert!(answered < Duration::from_secs(10), "{answered:?}");
+
+    // And the engine is idle again.
+    let idle_after = engine_load(s, Duration::from_secs(1)).await;
+    println!(
+        "never stuck: {prompt_tokens}-token prompt abandoned after {:.2} s; engine stopped {:.0} ms after the client left; \
+         next short answer in {:.2} s; engine CPU before {:.1}%, during the prompt {:.0}%, after {:.1}% of a core",
+        dropped.duration_since(sent).as_secs_f64(),
+        stopped.as_secs_f64() * 1000.0,
+        answered.as_secs_f64(),
+        idle_before * 100.0,
+        busy * 100.0,
+        idle_after * 100.0
+    );
+    assert!(stopped < Duration::from_millis(1500), "{stopped:?}");
+    assert!(
+        idle_after < 0.05,
+        "engine CPU {:.1}% after",
+        idle_after * 100.0
+    );
 }

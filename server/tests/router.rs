@@ -291,3 +291,117 @@ async fn models_health_and_metrics() {
         );
     }
 }
+
+/// The `meta` of one answer to `body`.
+async fn meta_of(app: axum::Router, body: Value) -> Value {
+    let resp = app.oneshot(post_json(body.to_string())).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let events = parse_sse(resp.into_body().into_data_stream()).await;
+    assert_eq!(events[0].event, "meta");
+    events[0].data.clone()
+}
+
+#[tokio::test]
+async fn the_context_size_is_the_requests_else_the_servers_default() {
+    let fake = || FakeConfig {
+        context_length: 8192,
+        ..FakeConfig::default()
+    };
+    let ask = |options: Value| json!({"model": "fake:latest", "messages": [{"role": "user", "content": "hi"}], "options": options});
+    let cases = [
+        // The server's default, like Ollama's num_ctx.
+        (json!({}), 4096),
+        // The request's own, never past the model's window; 0: all of it.
+        (json!({"num_ctx": 2048}), 2048),
+        (json!({"num_ctx": 8192}), 8192),
+        (json!({"num_ctx": 100000}), 8192),
+        (json!({"num_ctx": 0}), 8192),
+        // A large max_tokens grows the default to leave 1,024 prompt tokens.
+        (json!({"max_tokens": 4000}), 4000 + 16 + 1024),
+    ];
+    for (options, window) in cases {
+        let meta = meta_of(
+            app_with(fake(), ServeConfig::default()),
+            ask(options.clone()),
+        )
+        .await;
+        assert_eq!(meta["context_window"], window, "{options} -> {meta}");
+        assert_eq!(meta["model_context_window"], 8192);
+    }
+    // --default-num-ctx 0: the model's whole window.
+    let config = ServeConfig {
+        default_num_ctx: 0,
+        ..ServeConfig::default()
+    };
+    let meta = meta_of(app_with(fake(), config), ask(json!({}))).await;
+    assert_eq!(meta["context_window"], 8192);
+}
+
+#[tokio::test]
+async fn a_history_too_slow_to_read_in_time_is_trimmed_and_meta_says_why() {
+    // The model reads 50 prompt tokens a second; the first-token timeout is
+    // 10 s, so a prompt may take 8 s: 400 tokens.
+    let fake = FakeConfig {
+        context_length: 8192,
+        prompt_cost: Some(app::api::PromptCost {
+            per_token: 0.02,
+            per_token_squared: 0.0,
+            samples: 3,
+        }),
+        ..FakeConfig::default()
+    };
+    let config = ServeConfig {
+        first_token_timeout_secs: 10.0,
+        ..ServeConfig::default()
+    };
+    let mut messages = vec![json!({"role": "system", "content": "be brief"})];
+    for i in 0..40 {
+        messages
+            .push(json!({"role": "user", "content": format!("question {i} {}", "w ".repeat(20))}));
+        messages.push(json!({"role": "assistant", "content": format!("answer {i}")}));
+    }
+    messages.push(json!({"role": "user", "content": "the newest question"}));
+    let body = json!({"model": "fake:latest", "messages": messages});
+    let meta = meta_of(app_with(fake.clone(), config.clone()), body.clone()).await;
+    assert_eq!(meta["trimmed_for_time"], true, "{meta}");
+    assert!(meta["prompt_tokens"].as_u64().unwrap() <= 400, "{meta}");
+    assert!(meta["trimmed_messages"].as_u64().unwrap() > 0, "{meta}");
+    // With time to spare, the window alone decides.
+    let patient = ServeConfig {
+        first_token_timeout_secs: 600.0,
+        ..config.clone()
+    };
+    let meta = meta_of(app_with(fake.clone(), patient), body).await;
+    assert_eq!(meta["trimmed_for_time"], false, "{meta}");
+    assert_eq!(meta["trimmed_messages"], 0, "{meta}");
+    // A newest message too slow on its own is still answered.
+    let alone = json!({"model": "fake:latest", "messages": [{"role": "user", "content": "w ".repeat(1000)}]});
+    let meta = meta_of(app_with(fake, config), alone).await;
+    assert!(meta["prompt_tokens"].as_u64().unwrap() > 400, "{meta}");
+}
+
+#[tokio::test]
+async fn the_models_list_carries_the_default_context_size_and_prompt_costs() {
+    let get = |app: axum::Router| async move {
+        let resp = app
+            .oneshot(Request::get("/api/models").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        serde_json::from_slice::<Value>(&resp.into_body().collect().await.unwrap().to_bytes())
+            .unwrap()
+    };
+    let v = get(app()).await;
+    assert_eq!(v["default_num_ctx"], 4096);
+    assert_eq!(v["prompt_costs"], json!([]), "nothing measured yet");
+    let fake = FakeConfig {
+        prompt_cost: Some(app::api::PromptCost {
+            per_token: 0.01,
+            per_token_squared: 1e-6,
+            samples: 2,
+        }),
+        ..FakeConfig::default()
+    };
+    let v = get(app_with(fake, ServeConfig::default())).await;
+    assert_eq!(v["prompt_costs"][0]["model"], "fake:latest");
+    assert_eq!(v["prompt_costs"][0]["cost"]["per_token"], 0.01);
+}

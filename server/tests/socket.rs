@@ -9,7 +9,7 @@ use futures::StreamExt;
 use kinko::config::ServeConfig;
 use kinko::engine::fake::FakeConfig;
 use serde_json::json;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn dropping_the_client_mid_stream_cancels_the_generation() {
@@ -165,4 +165,58 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_generation_cancelled() {
         drained.is_ok(),
         "the server closed the connection (drained {total} bytes)"
     );
+}
+
+/// A client that hangs up while the engine is still silent (a long prompt)
+/// is noticed at once, though nothing is written that could fail: on the
+/// UI's SSE route (whose keep-alive comes only every 10 s) and on Ollama's
+/// NDJSON route (which has no keep-alive at all).
+#[tokio::test]
+async fn hanging_up_before_the_first_token_cancels_at_once() {
+    let routes = [
+        (
+            "/api/chat/stream",
+            json!({"model": "fake:latest", "messages": [{"role": "user", "content": "a long history"}]}),
+        ),
+        (
+            "/api/chat",
+            json!({"model": "fake:latest", "messages": [{"role": "user", "content": "a long history"}]}),
+        ),
+    ];
+    for (path, body) in routes {
+        let fake = FakeConfig {
+            // The "prompt": 30 s before the first token.
+            token_delay: Duration::from_secs(30),
+            ..FakeConfig::default()
+        };
+        let (state, engine, metrics) = fake_state(fake, ServeConfig::default());
+        let addr = spawn_server(state).await;
+        let client = reqwest::Client::new();
+        let resp = client
+            .post(format!("http://{addr}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(engine.log().cancelled(), 0);
+        drop(resp);
+        drop(client);
+        let hung_up = Instant::now();
+        while engine.log().cancelled() == 0 {
+            assert!(
+                hung_up.elapsed() < Duration::from_secs(3),
+                "{path}: the hang-up went unnoticed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let noticed = hung_up.elapsed();
+        println!("{path}: hang-up to cancellation {noticed:?}");
+        assert!(noticed < Duration::from_millis(1000), "{path}: {noticed:?}");
+        while metrics.active_streams() != 0 {
+            assert!(hung_up.elapsed() < Duration::from_secs(3), "{path}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }

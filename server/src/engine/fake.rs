@@ -5,7 +5,7 @@
 
 use super::{ChatEngine, EngineError, EngineEvent, EngineRequest, ModelInfo, TokenStream};
 use crate::metrics::Metrics;
-use app::api::{ChatMessage, FinishReason, Role, Usage};
+use app::api::{ChatMessage, FinishReason, PromptCost, Role, Usage};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub struct FakeConfig {
     pub fail_after: Option<usize>,
     /// The context length the fake model claims.
     pub context_length: usize,
+    /// The prompt cost it claims to have measured, if any.
+    pub prompt_cost: Option<PromptCost>,
 }
 
 impl Default for FakeConfig {
@@ -38,6 +40,7 @@ impl Default for FakeConfig {
             min_tokens: 0,
             fail_after: None,
             context_length: FAKE_CONTEXT,
+            prompt_cost: None,
         }
     }
 }
@@ -122,6 +125,10 @@ fn count_words(messages: &[ChatMessage]) -> usize {
 
 #[async_trait]
 impl ChatEngine for FakeEngine {
+    async fn prompt_cost(&self, model: &str) -> Option<PromptCost> {
+        self.config.prompt_cost.filter(|_| model == FAKE_MODEL)
+    }
+
     async fn list_models(&self) -> Vec<ModelInfo> {
         vec![ModelInfo {
             name: FAKE_MODEL.into(),
@@ -217,6 +224,7 @@ mod tests {
             model: FAKE_MODEL.into(),
             messages: vec![ChatMessage::new(Role::User, text)],
             sampling: Sampling::greedy(max_tokens),
+            prompt_tokens: 0,
         }
     }
 

@@ -3,9 +3,13 @@
 //! that is the whole cancellation design.
 
 pub mod fake;
+pub mod local;
 pub mod mistral;
+pub mod prompt_speed;
+pub mod runner;
+pub mod worker;
 
-use app::api::{ChatMessage, FinishReason, ModelSummary};
+use app::api::{ChatMessage, FinishReason, ModelSummary, PromptCost};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
@@ -32,7 +36,7 @@ pub enum EngineError {
 pub type ModelInfo = ModelSummary;
 
 /// Sampling settings, already validated.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sampling {
     /// 0 or less means greedy.
     pub temperature: f64,
@@ -71,6 +75,9 @@ pub struct EngineRequest {
     pub messages: Vec<ChatMessage>,
     /// How to sample.
     pub sampling: Sampling,
+    /// Prompt tokens, as the history window counted them (engines learn
+    /// their prompt speed from it).
+    pub prompt_tokens: usize,
 }
 
 /// Token counts reported at the end of a generation.
@@ -167,6 +174,11 @@ pub trait ChatEngine: Send + Sync + 'static {
     /// Free `model`'s memory (answers still running keep their handle).
     async fn unload(&self, model: &str) {
         let _ = model;
+    }
+    /// What reading a prompt costs `model` on this machine, once measured.
+    async fn prompt_cost(&self, model: &str) -> Option<PromptCost> {
+        let _ = model;
+        None
     }
     /// The models this engine can serve, sorted by name.
     async fn list_models(&self) -> Vec<ModelInfo>;

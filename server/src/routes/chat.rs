@@ -18,6 +18,15 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::time::Instant;
 
+/// The share of the first-token timeout a prompt may take to read: earlier
+/// messages go (as for the window) until the measured prompt speed says it
+/// fits.
+const PROMPT_TIME_SHARE: f64 = 0.8;
+
+/// Prompt tokens the server's default context size always leaves beside
+/// the answer's `max_tokens`.
+const MIN_PROMPT_ROOM: usize = 1024;
+
 /// The chat stream route.
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/chat/stream", post(stream_chat))
@@ -170,15 +179,33 @@ pub async fn start_answer_kept(
         .await?
         .as_secs_f64()
         * 1000.0;
-    let context_length = match req.options.num_ctx {
-        Some(n) => n.min(info.context_length),
-        None => info.context_length,
+    // The context size: the request's, else the preset's (applied above),
+    // else the server's default, which grows when the answer's max_tokens
+    // would leave the prompt less than MIN_PROMPT_ROOM; never more than the
+    // model's window, and 0 means the whole window.
+    let num_ctx = req
+        .options
+        .num_ctx
+        .unwrap_or_else(|| match config.default_num_ctx {
+            0 => 0,
+            n => n.max(max_tokens + config.context_margin + MIN_PROMPT_ROOM),
+        });
+    let context_length = match num_ctx {
+        0 => info.context_length,
+        n => n.min(info.context_length),
     };
+    // What the model reads within the first-token timeout here, by its
+    // measured prompt speed (a share of the timeout: the answer may wait
+    // for a turn, too).
+    let soft_max_tokens = state.engine.prompt_cost(&name).await.map(|cost| {
+        cost.tokens_within(config.first_token_timeout().as_secs_f64() * PROMPT_TIME_SHARE)
+    });
     let window = HistoryWindow {
         context_length,
         max_tokens,
         margin: config.context_margin,
         max_messages: config.max_history_messages,
+        soft_max_tokens,
     };
     let trimmed = window
         .fit(state.engine.as_ref(), &name, &req.messages)
@@ -218,14 +245,17 @@ pub async fn start_answer_kept(
             model: name.clone(),
             messages: trimmed.messages,
             sampling,
+            prompt_tokens: trimmed.prompt_tokens,
         })
         .await?;
     let guard = state.metrics.stream_started();
     let meta = MetaEvent {
         model: name,
-        context_window: info.context_length,
+        context_window: context_length,
+        model_context_window: info.context_length,
         prompt_tokens: trimmed.prompt_tokens,
         trimmed_messages: trimmed.dropped,
+        trimmed_for_time: trimmed.limited_by_time,
         max_tokens,
     };
     let timeouts = Timeouts {

@@ -1,7 +1,7 @@
 //! `GET /api/models`: the installed models, for the picker.
 
 use crate::AppState;
-use app::api::ModelList;
+use app::api::{ModelList, ModelPromptCost};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -12,7 +12,19 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
+    let models = state.engine.list_models().await;
+    let mut prompt_costs = Vec::new();
+    for m in &models {
+        if let Some(cost) = state.engine.prompt_cost(&m.name).await {
+            prompt_costs.push(ModelPromptCost {
+                model: m.name.clone(),
+                cost,
+            });
+        }
+    }
     Json(ModelList {
-        models: state.engine.list_models().await,
+        models,
+        default_num_ctx: state.config.default_num_ctx,
+        prompt_costs,
     })
 }

@@ -61,12 +61,16 @@ pub fn fake_state(fake: FakeConfig, config: ServeConfig) -> (AppState, Arc<FakeE
     (state, engine, metrics)
 }
 
-/// Serve the full router for `state` on a fresh loopback port.
+/// Serve the full router for `state` on a fresh loopback port, as `kinko
+/// serve` does (write timeouts, hang-ups noticed).
 pub async fn spawn_server(state: AppState) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let listener = kinko::net::GuardedListener::new(listener, state.config.client_write_timeout());
     tokio::spawn(async move {
-        axum::serve(listener, kinko::router(state)).await.unwrap();
+        let app =
+            kinko::router(state).into_make_service_with_connect_info::<kinko::net::ClientConn>();
+        axum::serve(listener, app).await.unwrap();
     });
     addr
 }

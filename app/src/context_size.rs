@@ -1,0 +1,166 @@
+//! The context size of a chat (`num_ctx`): how much of the conversation the
+//! model reads each turn. Bigger remembers more and costs more time before
+//! the first token; on a CPU the cost grows faster than the size. The picker
+//! shows that cost as this machine measured it.
+
+use crate::api::{ModelPromptCost, ModelSummary, PromptCost};
+use leptos::prelude::*;
+
+/// Sizes offered, up to the model's window (which is always offered too).
+const SIZES: [usize; 7] = [1024, 2048, 4096, 8192, 16384, 32768, 131072];
+
+/// The sizes to offer for a model with this window.
+pub fn sizes_for(model_window: usize) -> Vec<usize> {
+    let mut sizes: Vec<usize> = SIZES
+        .iter()
+        .copied()
+        .filter(|&s| s < model_window)
+        .collect();
+    if model_window > 0 {
+        sizes.push(model_window);
+    }
+    sizes
+}
+
+/// The size a chat uses: its own, else the server's default (0: the whole
+/// window), never more than the model's window.
+pub fn effective(chosen: Option<usize>, server_default: usize, model_window: usize) -> usize {
+    match chosen.unwrap_or(server_default) {
+        0 => model_window,
+        n if model_window > 0 => n.min(model_window),
+        n => n,
+    }
+}
+
+/// Seconds for people: `< 1 s`, `40 s`, `3 min`.
+pub fn human_seconds(secs: f64) -> String {
+    if secs < 1.0 {
+        "< 1 s".into()
+    } else if secs < 90.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{:.0} min", secs / 60.0)
+    }
+}
+
+/// What a full window of `size` tokens costs, in words.
+pub fn cost_text(cost: Option<&PromptCost>, size: usize) -> String {
+    match cost {
+        Some(c) => format!(
+            "Context: a full {size}-token window takes ≈ {} to read on this machine",
+            human_seconds(c.seconds(size))
+        ),
+        None => format!(
+            "Context: {size} tokens (reading speed on this machine is measured from the first answer on)"
+        ),
+    }
+}
+
+/// The context-size picker of one chat, with the cost of the size picked.
+#[component]
+pub fn ContextPicker(
+    /// The models, for their windows.
+    models: RwSignal<Vec<ModelSummary>>,
+    /// The model of the chat.
+    model: RwSignal<String>,
+    /// The chat's own size (`None`: the server's default).
+    chosen: RwSignal<Option<usize>>,
+    /// The server's default size.
+    server_default: RwSignal<usize>,
+    /// Measured prompt costs per model.
+    costs: RwSignal<Vec<ModelPromptCost>>,
+) -> impl IntoView {
+    let window = move || {
+        models.with(|list| {
+            list.iter()
+                .find(|m| m.name == model.get())
+                .map_or(0, |m| m.context_length)
+        })
+    };
+    let cost = move || costs.with(|c| c.iter().find(|c| c.model == model.get()).map(|c| c.cost));
+    let size_label = move |size: usize| match cost() {
+        Some(c) => format!("{size} tokens · ≈ {}", human_seconds(c.seconds(size))),
+        None => format!("{size} tokens"),
+    };
+    // The default: "4096 tokens (default) · ≈ 2 min".
+    let default_label = move |size: usize| match cost() {
+        Some(c) => format!(
+            "{size} tokens (default) · ≈ {}",
+            human_seconds(c.seconds(size))
+        ),
+        None => format!("{size} tokens (default)"),
+    };
+    view! {
+        <label class="picker context-picker" title="How much of the conversation the model reads each turn">
+            <span class="visually-hidden">"Context size"</span>
+            <select
+                data-testid="num-ctx"
+                aria-label="Context size"
+                on:change=move |ev| chosen.set(event_target_value(&ev).parse::<usize>().ok())
+                prop:value=move || chosen.get().map(|n| n.to_string()).unwrap_or_default()
+            >
+                <option value="" selected=move || chosen.get().is_none()>
+                    {move || {
+                        let size = effective(None, server_default.get(), window());
+                        default_label(size)
+                    }}
+                </option>
+                {move || {
+                    sizes_for(window())
+                        .into_iter()
+                        .map(|size| {
+                            view! {
+                                <option value=size.to_string() selected=move || chosen.get() == Some(size)>
+                                    {size_label(size)}
+                                </option>
+                            }
+                        })
+                        .collect_view()
+                }}
+            </select>
+        </label>
+        <span class="context-cost" data-testid="num-ctx-cost">
+            {move || {
+                let size = effective(chosen.get(), server_default.get(), window());
+                cost_text(cost().as_ref(), size)
+            }}
+        </span>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_stop_at_the_window_and_include_it() {
+        assert_eq!(sizes_for(8192), vec![1024, 2048, 4096, 8192]);
+        assert_eq!(sizes_for(3000), vec![1024, 2048, 3000]);
+        assert!(sizes_for(0).is_empty());
+    }
+
+    #[test]
+    fn the_effective_size_follows_chat_then_server_then_window() {
+        assert_eq!(effective(None, 4096, 8192), 4096);
+        assert_eq!(effective(Some(8192), 4096, 8192), 8192);
+        assert_eq!(effective(None, 0, 8192), 8192);
+        assert_eq!(effective(Some(16384), 4096, 8192), 8192);
+    }
+
+    #[test]
+    fn costs_read_like_people_talk() {
+        assert_eq!(human_seconds(0.4), "< 1 s");
+        assert_eq!(human_seconds(38.2), "38 s");
+        assert_eq!(human_seconds(447.0), "7 min");
+        let c = PromptCost {
+            per_token: 0.00739,
+            per_token_squared: 5.92e-6,
+            samples: 2,
+        };
+        assert_eq!(
+            cost_text(Some(&c), 4096),
+            "Context: a full 4096-token window takes ≈ 2 min to read on this machine"
+        );
+        assert!(cost_text(None, 4096).contains("measured from the first answer on"));
+    }
+}
