@@ -18,7 +18,9 @@ token. Then (sections.py), one run each:
     conversation (llama.cpp with its prompt cache on) and for single prompts
     of about 512, 2,048 and 8,000 tokens;
   - cold start: process start to the first token of the first request;
-  - realistic arrivals: 4 and 8 streams starting 100 ms apart.
+  - realistic arrivals: 4 and 8 streams starting 100 ms apart;
+  - never stuck: a client gone mid-answer and one second into an
+    8,000-token prompt, and how soon the engine is idle.
 
 Prints tables and writes JSON. Run it with scripts/bench.sh.
 """
@@ -56,11 +58,9 @@ def peak_rss_mb(pid):
             for line in f:
                 if line.startswith("VmHWM:"):
                     total += int(line.split()[1]) / 1024
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = [int(c) for c in f.read().split()]
     except OSError:
         return total
-    return total + sum(peak_rss_mb(c) for c in children)
+    return total + sum(peak_rss_mb(c) for c in sections.child_pids(pid))
 
 
 class Worker:
@@ -134,7 +134,7 @@ def main():
     ap.add_argument("--turns", default="1,5,10,20")
     ap.add_argument("--prompt-sizes", default="512,2048,8000")
     ap.add_argument("--arrivals", default="4,8")
-    ap.add_argument("--only", default="", help="run only these sections: base,sizes,long,cold,arrivals")
+    ap.add_argument("--only", default="", help="run only these sections: base,sizes,long,cold,arrivals,stuck")
     ap.add_argument("--smoke", action="store_true", help="one short generation per contender and section")
     a = ap.parse_args()
     if a.smoke:
@@ -159,8 +159,8 @@ def main():
     # One model in memory at a time, so each size's peak RSS is its own; a
     # first-token timeout long enough for an 8,000-token prompt on a CPU.
     server = sections.start_kinko(kinko, threads, port, [
-        "--max-concurrent-per-model", "8", "--max-tokens-cap", str(max(a.max_tokens, 16)),
-        "--max-loaded-models", "1", "--first-token-timeout", "1800", "--answer-timeout", "3600"])
+        "--max-concurrent-per-model", "8", "--max-tokens-cap", str(max(a.max_tokens, 512)),
+        "--max-loaded-models", "1", "--first-token-timeout-secs", "1800", "--answer-timeout-secs", "3600"])
     workers = []
     runs, conc, rss, extra = {}, [], {}, {}
     try:
@@ -186,6 +186,8 @@ def main():
             for w in workers:
                 w.stop()
             workers.clear()
+        if want("stuck"):
+            extra["never_stuck"] = sections.never_stuck(url, server.pid, a.model)
         if want("arrivals"):
             one_run(url, a.model, 4, GREEDY)
             extra["arrivals"] = [sections.arrivals(url, a.model, int(n), 0.1, a.max_tokens)
@@ -332,6 +334,10 @@ def report(result, a):
         for p in lc["single_prompts"]:
             print(f"| ~{p['target_tokens']} | {p['prompt_tokens']} | {p['kinko_ttft_ms']:.0f} | "
                   f"{p['llama_ttft_ms']:.0f} |")
+    if "never_stuck" in result:
+        print("\n| client goes away | prompt tokens | after (s) | engine idle after (ms) |\n|---|---|---|---|")
+        for name, c in result["never_stuck"].items():
+            print(f"| {name} | {c['prompt_tokens']} | {c['dropped_after_s']:.2f} | {c['idle_after_ms']:.0f} |")
     if "cold_start" in result:
         c = result["cold_start"]
         print(f"\nCold start to the first token: kinko {c['kinko_ms']:.0f} ms (serving after "

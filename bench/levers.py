@@ -8,6 +8,7 @@ HTTP) in several variants side by side, alternating generations:
   pinned       the same threads pinned from outside, one per core
                (sched_setaffinity through `taskset -p`)
   size=N       RAYON_NUM_THREADS=N
+  threads=N    N compute threads (`--threads N`) instead of --threads
 
 and prints time to first token and decode speed (median of --runs after a
 warm-up) per model. The attention threads are found under /proc/PID/task:
@@ -113,7 +114,8 @@ def main():
         try:
             for v in a.variants.split(","):
                 env = {"RAYON_NUM_THREADS": v.split("=")[1]} if v.startswith("size=") else {}
-                engines[v] = Engine(kinko, model, a.max_tokens, a.threads, env)
+                threads = int(v.split("=")[1]) if v.startswith("threads=") else a.threads
+                engines[v] = Engine(kinko, model, a.max_tokens, threads, env)
             notes = {}
             for v, e in engines.items():
                 e.run()  # warm-up: the attention pool starts on first use

@@ -5,6 +5,7 @@ GGUF, alternating, one run each unless said otherwise."""
 import json
 import os
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -79,8 +80,9 @@ class Llama:
 
 def start_kinko(kinko, threads, port, extra=()):
     """`kinko serve` on `port`; returns the process once /health answers."""
+    log = tempfile.TemporaryFile()
     server = subprocess.Popen([kinko, *threads, "serve", "--addr", f"127.0.0.1:{port}", *extra],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 30
     while True:
         try:
@@ -89,7 +91,8 @@ def start_kinko(kinko, threads, port, extra=()):
         except OSError:
             if time.time() > deadline or server.poll() is not None:
                 server.kill()
-                raise SystemExit("kinko serve did not start")
+                log.seek(0)
+                raise SystemExit(f"kinko serve did not start:\n{log.read().decode(errors='replace')}")
             time.sleep(0.01)
 
 
@@ -207,3 +210,92 @@ def weight_bytes_per_token(gguf):
     if "output.weight" in names and "token_embd.weight" in names:
         size -= int(names["token_embd.weight"].n_bytes)
     return size
+
+
+def child_pids(pid):
+    """Child processes of `pid`: a child belongs to the thread that started
+    it, so every thread's list counts."""
+    out = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _cpu_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+def _idle_after(pid, dropped, quiet_s=0.2):
+    """Seconds from `dropped` to the engine process's last bit of work (its
+    CPU time, in 10 ms ticks, stops growing for `quiet_s`) or to its end."""
+    last_ticks, last_change = _cpu_ticks(pid), dropped
+    while True:
+        time.sleep(0.005)
+        ticks = _cpu_ticks(pid)
+        now = time.perf_counter()
+        if ticks is None:
+            return now - dropped
+        if ticks != last_ticks:
+            last_ticks, last_change = ticks, now
+        elif now - last_change >= quiet_s:
+            return max(0.0, last_change - dropped)
+
+
+def never_stuck(url, server_pid, model):
+    """A client goes away (a) ten tokens into an answer, (b) one second
+    into an 8,000-token prompt: time from the drop to an idle engine."""
+    import http.client
+    from urllib.parse import urlparse
+    u = urlparse(url)
+    out = {}
+    # A long conversation filling most of an 8,192-token window.
+    long_chat = conversation(60)
+    cases = {"short prompt, mid-answer": ([{"role": "user", "content": PROMPT}], 500, "delta", 10),
+             "8k-token history, mid-prompt": (long_chat, 32, "meta", 1)}
+    for name, (messages, max_tokens, wait_for, count) in cases.items():
+        one_run(url, model, 4, GREEDY)  # the engine is up and idle
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+        body = json.dumps({"model": model, "messages": messages,
+                           "options": dict(GREEDY, temperature=0, max_tokens=max_tokens, num_ctx=8192)})
+        sent = time.perf_counter()
+        conn.request("POST", "/api/chat/stream", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise SystemExit(f"never stuck, {name}: HTTP {resp.status}: {resp.read().decode()}")
+        seen, prompt_tokens, event = 0, None, None
+        while seen < count:
+            line = resp.readline().decode()
+            if not line:
+                raise SystemExit(f"never stuck, {name}: the stream ended early")
+            if line.startswith("event: "):
+                event = line[7:].strip()
+            elif line.startswith("data: "):
+                if event == "meta":
+                    prompt_tokens = json.loads(line[6:])["prompt_tokens"]
+                if event == wait_for:
+                    seen += 1
+        if wait_for == "meta":
+            time.sleep(max(0.0, 1.0 - (time.perf_counter() - sent)))
+        pids = child_pids(server_pid)
+        conn.sock.close()
+        conn.close()
+        dropped = time.perf_counter()
+        idle = max(_idle_after(pid, dropped) for pid in pids)
+        out[name] = {"prompt_tokens": prompt_tokens, "dropped_after_s": dropped - sent, "idle_after_ms": idle * 1000}
+    return out

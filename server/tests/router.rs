@@ -328,6 +328,16 @@ async fn the_context_size_is_the_requests_else_the_servers_default() {
         assert_eq!(meta["context_window"], window, "{options} -> {meta}");
         assert_eq!(meta["model_context_window"], 8192);
     }
+    // A small chosen context with the server's default answer length: the
+    // answer gets at most half the window.
+    let config = ServeConfig {
+        default_max_tokens: 2000,
+        max_tokens_cap: 4096,
+        ..ServeConfig::default()
+    };
+    let meta = meta_of(app_with(fake(), config), ask(json!({"num_ctx": 1024}))).await;
+    assert_eq!(meta["context_window"], 1024);
+    assert_eq!(meta["max_tokens"], 512);
     // --default-num-ctx 0: the model's whole window.
     let config = ServeConfig {
         default_num_ctx: 0,

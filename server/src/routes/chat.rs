@@ -159,7 +159,7 @@ pub async fn start_answer_kept(
             ))
         }
     }
-    let max_tokens = validate_options(
+    let mut max_tokens = validate_options(
         &req.options,
         config.default_max_tokens,
         config.max_tokens_cap,
@@ -194,6 +194,11 @@ pub async fn start_answer_kept(
         0 => info.context_length,
         n => n.min(info.context_length),
     };
+    // The server's default answer length fits a small chosen context: at
+    // most half of it, the other half for the prompt.
+    if req.options.max_tokens.is_none() {
+        max_tokens = max_tokens.min((context_length / 2).max(1));
+    }
     // What the model reads within the first-token timeout here, by its
     // measured prompt speed (a share of the timeout: the answer may wait
     // for a turn, too).

@@ -23,6 +23,24 @@ setUpModule, tearDownModule = module_fixture(globals())
 GREEDY = {"temperature": 0, "num_predict": 32}
 
 
+
+def children(pid):
+    """Live (not zombie) processes whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        # After the command name: state, then the parent's pid.
+        if fields[1] == str(pid) and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
 class OllamaClientTest(unittest.TestCase):
     def setUp(self):
         self.client = ollama.Client(host=SERVER.url)
@@ -117,16 +135,25 @@ class OllamaClientTest(unittest.TestCase):
         self.assertIn(MODEL, self.loaded())
         self.wait_unloaded(MODEL)
 
+    def engine_processes(self):
+        """kinko's engine processes (one per loaded model): the server's children."""
+        return children(SERVER.proc.pid)
+
     def engine_threads(self):
-        """Threads of kinko's per-model compute pools (see server/src/threads.rs)."""
-        task = f"/proc/{SERVER.proc.pid}/task"
+        """Threads of the per-model compute pools (see server/src/threads.rs), in
+        the engine processes."""
         names = []
-        for tid in os.listdir(task):
+        for pid in self.engine_processes():
             try:
-                with open(f"{task}/{tid}/comm") as f:
-                    names.append(f.read().strip())
+                tids = os.listdir(f"/proc/{pid}/task")
             except OSError:
-                pass  # the thread ended meanwhile
+                continue  # the process ended meanwhile
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                        names.append(f.read().strip())
+                except OSError:
+                    pass  # the thread ended meanwhile
         return [n for n in names if n.startswith("kinko-engine-")]
 
     def test_the_engine_thread_joins_a_compute_pool_that_goes_with_the_model(self):
@@ -137,8 +164,9 @@ class OllamaClientTest(unittest.TestCase):
         self.client.generate(model=MODEL, keep_alive=0)
         self.wait_unloaded(MODEL)
         deadline = time.time() + 10
-        while self.engine_threads() and time.time() < deadline:
+        while self.engine_processes() and time.time() < deadline:
             time.sleep(0.1)
+        self.assertEqual(self.engine_processes(), [], "an unloaded model leaves no engine process")
         self.assertEqual(self.engine_threads(), [], "an unloaded model leaves no compute threads")
 
     def test_the_least_recently_used_model_is_evicted(self):
