@@ -125,21 +125,24 @@ impl LocalModel {
         let model = self.model.clone();
         let prompt_secs = Arc::new(OnceLock::new());
         let prompt_time = prompt_secs.clone();
+        let max_tokens = sampling.max_tokens;
         // The forwarder owns the model handle and the engine's receiver; it
         // ends (dropping both) as soon as the consumer is gone.
         tokio::spawn(async move {
             let _model = model;
+            let mut tokens_seen = 0usize;
             loop {
                 let response = tokio::select! {
                     r = engine_rx.recv() => r,
                     _ = tx.closed() => return,
                 };
                 let Some(response) = response else {
-                    let _ = tx.send(Err(EngineError::Generation(
-                        "the engine ended the stream without finishing".into(),
-                    )));
+                    let _ = tx.send(ended_without_final_chunk(tokens_seen, max_tokens));
                     return;
                 };
+                if matches!(response, Response::Chunk(_)) {
+                    tokens_seen += 1;
+                }
                 let (out, finished) = events_of(response, &prompt_time);
                 for item in out {
                     if tx.send(item).is_err() {
@@ -153,6 +156,31 @@ impl LocalModel {
         });
         Ok((Box::pin(UnboundedReceiverStream::new(rx)), prompt_secs))
     }
+}
+
+/// The engine closed the stream without a final chunk. mistral.rs 0.8.1
+/// sends no chunk at all for a token that ends inside a UTF-8 character, and
+/// when that token is the last one the finish reason and usage go with it:
+/// the sequence is over (errors and cancellations come otherwise), so after
+/// any token this is the end of an answer cut at `max_tokens` (a stop at the
+/// end-of-sequence token has whole text). Before any token it is an error.
+fn ended_without_final_chunk(
+    tokens_seen: usize,
+    max_tokens: usize,
+) -> Result<EngineEvent, EngineError> {
+    if tokens_seen == 0 {
+        return Err(EngineError::Generation(
+            "the engine ended the stream without finishing".into(),
+        ));
+    }
+    Ok(EngineEvent::Done {
+        reason: FinishReason::Length,
+        // The prompt count is the caller's (the runner fills it in).
+        usage: Usage {
+            prompt_tokens: 0,
+            completion_tokens: max_tokens,
+        },
+    })
 }
 
 /// What one engine response means for the stream, and whether it ends it;
@@ -302,5 +330,28 @@ fn finish_reason(engine_reason: &str) -> FinishReason {
         "length" | "modellength" => FinishReason::Length,
         "canceled" | "cancelled" => FinishReason::Cancelled,
         _ => FinishReason::Stop,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_closed_after_tokens_ended_at_max_tokens() {
+        assert!(matches!(
+            ended_without_final_chunk(0, 64),
+            Err(EngineError::Generation(_))
+        ));
+        assert_eq!(
+            ended_without_final_chunk(62, 64).unwrap(),
+            EngineEvent::Done {
+                reason: FinishReason::Length,
+                usage: Usage {
+                    prompt_tokens: 0,
+                    completion_tokens: 64
+                }
+            }
+        );
     }
 }

@@ -553,7 +553,17 @@ impl Runner {
                 if let Some(secs) = prompt_secs {
                     lock_speed(&self.speed).record(usage.prompt_tokens, secs);
                 }
-                if let Some(Pending::Generate { tx, counted, .. }) = s.pending.remove(&id) {
+                if let Some(Pending::Generate {
+                    tx,
+                    counted,
+                    prompt_tokens,
+                    ..
+                }) = s.pending.remove(&id)
+                {
+                    let mut usage = usage;
+                    if usage.prompt_tokens == 0 {
+                        usage.prompt_tokens = prompt_tokens;
+                    }
                     let missing = usage.completion_tokens.saturating_sub(counted);
                     self.metrics.tokens_generated(missing as u64);
                     let _ = tx.send(Ok(EngineEvent::Done { reason, usage }));
