@@ -122,10 +122,10 @@ impl State {
 
     /// Send every request that has not started to the (new) process.
     fn resend_unstarted(&self) {
-        let mut ids: Vec<&u64> = self.pending.keys().collect();
-        ids.sort();
-        for id in ids {
-            match &self.pending[id] {
+        let mut pending: Vec<(&u64, &Pending)> = self.pending.iter().collect();
+        pending.sort_by_key(|(id, _)| **id);
+        for (id, p) in pending {
+            match p {
                 Pending::Count { messages, .. } => self.send(ToWorker::Count {
                     id: *id,
                     messages: messages.clone(),
