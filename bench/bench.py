@@ -146,11 +146,20 @@ def main():
     home = os.environ["KINKO_HOME"]
     llama_py = os.environ["LLAMA_PYTHON"]
     tagged = a.model if ":" in a.model else f"{a.model}:latest"
+    source = os.path.join(home, "models", tagged.replace(":", "-"), "model.gguf")
+    if not os.path.exists(source):
+        raise SystemExit(f"{source} is missing: run scripts/default-model.sh (or `kinko import` it)")
+    # The benchmark keeps a model store of its own: the random-weight shapes
+    # must never show up in the person's model picker. Every kinko command
+    # below (server, bench-engine, import) reads it from KINKO_HOME.
+    cache = os.environ.get("KINKO_CACHE", os.path.expanduser("~/.cache/kinko"))
+    home = os.path.join(cache, "bench-home")
+    os.environ["KINKO_HOME"] = home
     gguf = os.path.join(home, "models", tagged.replace(":", "-"), "model.gguf")
     if not os.path.exists(gguf):
-        raise SystemExit(f"{gguf} is missing: run scripts/default-model.sh (or `kinko import` it)")
+        subprocess.run([kinko, "import", a.model, source], check=True, stdout=subprocess.DEVNULL)
     threads = ["--threads", str(a.threads)]
-    shapes_dir = os.path.join(os.environ.get("KINKO_CACHE", os.path.expanduser("~/.cache/kinko")), "shapes")
+    shapes_dir = os.path.join(cache, "shapes")
     sizes = [x for x in a.sizes.split(",") if x] if want("sizes") else []
     size_models = prepare_sizes(kinko, gguf, shapes_dir, sizes)
 
@@ -253,7 +262,7 @@ def prepare_sizes(kinko, gguf, shapes_dir, sizes):
     here = os.path.dirname(os.path.abspath(__file__))
     subprocess.run([sys.executable, os.path.join(here, "make_shapes.py"), gguf, shapes_dir,
                     "--only", ",".join(sizes)], check=True)
-    home = os.environ["KINKO_HOME"]
+    home = os.environ["KINKO_HOME"]  # the benchmark's own store (main sets it)
     out = []
     for size in sizes:
         name = f"smollm2-shape:{size}"

@@ -17,6 +17,9 @@ are the threads that are neither kinko's compute threads nor the engine
 thread and that worked during a generation.
 
     levers.py --models smollm2:135m,smollm2-shape:360m [--runs 5] [--variants default,pinned,size=1,size=4]
+
+The models come from the benchmark's own store (~/.cache/kinko/bench-home),
+which scripts/bench.sh fills (the default model and the larger shapes).
 """
 import argparse
 import json
@@ -108,6 +111,9 @@ def main():
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     kinko = os.environ["KINKO_BIN"]
+    # The larger shapes live in the benchmark's own store (bench.py makes it).
+    cache = os.environ.get("KINKO_CACHE", os.path.expanduser("~/.cache/kinko"))
+    os.environ["KINKO_HOME"] = os.path.join(cache, "bench-home")
     results = {}
     for model in a.models.split(","):
         engines = {}
