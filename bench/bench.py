@@ -31,9 +31,7 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sections  # noqa: E402
@@ -63,35 +61,6 @@ def peak_rss_mb(pid):
     return total + sum(peak_rss_mb(c) for c in sections.child_pids(pid))
 
 
-class Worker:
-    """A contender process that runs one generation per line on stdin."""
-
-    def __init__(self, cmd, env=None):
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                self.proc.kill()
-                raise SystemExit(f"{cmd[0]} did not start")
-            if line.startswith("{") and json.loads(line).get("ready"):
-                break
-
-    def run(self):
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit("a contender died")
-        return json.loads(line)
-
-    def stop(self):
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-
-
 class HttpContender:
     def __init__(self, url, model, max_tokens):
         self.url, self.model, self.max_tokens = url, model, max_tokens
@@ -103,22 +72,6 @@ class HttpContender:
 def summary(runs, key):
     vals = [r[key] for r in runs]
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
-
-
-def concurrent(url, model, n, max_tokens):
-    results = [None] * n
-    def go(i):
-        results[i] = dict(one_run(url, model, max_tokens, GREEDY), start=time.perf_counter())
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    tokens = sum(r["completion_tokens"] for r in results)
-    return {"streams": n, "tokens": tokens, "expected_tokens": n * max_tokens,
-            "aggregate_tok_s": tokens / wall, "worst_ttft_ms": max(r["ttft_ms"] for r in results)}
 
 
 def main():
@@ -174,12 +127,10 @@ def main():
     runs, conc, rss, extra = {}, [], {}, {}
     try:
         if want("base"):
-            bare = Worker([kinko, *threads, "bench-engine", a.model, "--prompt", PROMPT, "--max-tokens",
-                           str(a.max_tokens)])
+            bare = sections.Worker([kinko, *threads, "bench-engine", a.model, "--prompt", PROMPT, "--max-tokens",
+                                    str(a.max_tokens)])
             workers.append(bare)
-            here = os.path.dirname(os.path.abspath(__file__))
-            llama = Worker([llama_py, os.path.join(here, "llama_worker.py"), gguf, PROMPT, str(a.max_tokens),
-                            str(a.threads)])
+            llama = sections.Llama(llama_py, gguf, a.threads, max_tokens=a.max_tokens)
             workers.append(llama)
             contenders = {"kinko (HTTP+SSE)": HttpContender(url, a.model, a.max_tokens), "bare engine": bare,
                           "llama.cpp": llama}
@@ -189,7 +140,7 @@ def main():
             for _ in range(a.runs):
                 for name, c in contenders.items():  # alternate
                     runs[name].append(c.run())
-            conc = [concurrent(url, a.model, int(n), a.max_tokens) for n in a.concurrency.split(",")]
+            conc = [sections.arrivals(url, a.model, int(n), 0.0, a.max_tokens) for n in a.concurrency.split(",")]
             rss = {"kinko (HTTP+SSE)": peak_rss_mb(server.pid), "bare engine": peak_rss_mb(bare.proc.pid),
                    "llama.cpp": peak_rss_mb(llama.proc.pid)}
             for w in workers:
@@ -276,8 +227,7 @@ def prepare_sizes(kinko, gguf, shapes_dir, sizes):
 
 def measure_size(url, server, a, llama_py, name, path):
     """kinko (HTTP+SSE) against llama.cpp on one larger shape, alternating."""
-    llama = Worker([llama_py, os.path.join(os.path.dirname(os.path.abspath(__file__)), "llama_worker.py"), path,
-                    PROMPT, str(a.max_tokens), str(a.threads)])
+    llama = sections.Llama(llama_py, path, a.threads, max_tokens=a.max_tokens)
     try:
         kinko = HttpContender(url, name, a.max_tokens)
         kinko.run()  # loads it (and unloads the previous model)
@@ -296,6 +246,13 @@ def measure_size(url, server, a, llama_py, name, path):
     return out
 
 
+def stream_table(title, rows):
+    print(f"\n| {title} | aggregate tok/s | worst first token (ms) | tokens |\n|---|---|---|---|")
+    for c in rows:
+        print(f"| {c['streams']} | {c['aggregate_tok_s']:.1f} | {c['worst_ttft_ms']:.0f} | "
+              f"{c['tokens']}/{c['expected_tokens']} |")
+
+
 def report(result, a):
     """The tables, in the README's form."""
     print(f"\n{a.model} ({result['gguf']}), {a.max_tokens} tokens, {a.threads} threads, "
@@ -306,10 +263,7 @@ def report(result, a):
             t, d = c["ttft_ms"], c["decode_tok_s"]
             print(f"| {name} | {t['median']:.0f} [{t['min']:.0f}–{t['max']:.0f}] | "
                   f"{d['median']:.1f} [{d['min']:.1f}–{d['max']:.1f}] | {c['peak_rss_mb']:.0f} |")
-        print("\n| concurrent streams (kinko) | aggregate tok/s | worst first token (ms) | tokens |\n|---|---|---|---|")
-        for c in result["concurrency"]:
-            print(f"| {c['streams']} | {c['aggregate_tok_s']:.1f} | {c['worst_ttft_ms']:.0f} | "
-                  f"{c['tokens']}/{c['expected_tokens']} |")
+        stream_table("concurrent streams (kinko)", result["concurrency"])
         print("\n| ratio | value |\n|---|---|")
         for name, v in result["ratios"].items():
             print(f"| {name} | {v:.2f} |")
@@ -353,11 +307,7 @@ def report(result, a):
               f"{c['kinko_serving_ms']:.0f} ms), llama.cpp {c['llama_ms']:.0f} ms (loaded after "
               f"{c['llama_load_ms']:.0f} ms)")
     if "arrivals" in result:
-        print("\n| streams, 100 ms apart (kinko) | aggregate tok/s | worst first token (ms) | tokens |\n"
-              "|---|---|---|---|")
-        for c in result["arrivals"]:
-            print(f"| {c['streams']} | {c['aggregate_tok_s']:.1f} | {c['worst_ttft_ms']:.0f} | "
-                  f"{c['tokens']}/{c['expected_tokens']} |")
+        stream_table("streams, 100 ms apart (kinko)", result["arrivals"])
     print(f"\nJSON: {a.json}")
 
 

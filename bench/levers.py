@@ -30,6 +30,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sections import Worker  # noqa: E402
 from stream_timing import PROMPT  # noqa: E402
 
 
@@ -51,23 +52,12 @@ def threads_of(pid):
     return out
 
 
-class Engine:
-    def __init__(self, kinko, model, max_tokens, threads, env_extra):
-        env = dict(os.environ, **env_extra)
-        self.proc = subprocess.Popen([kinko, "--threads", str(threads), "bench-engine", model, "--prompt", PROMPT,
-                                      "--max-tokens", str(max_tokens)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env)
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise SystemExit(f"bench-engine for {model} did not start")
-            if line.startswith("{") and json.loads(line).get("ready"):
-                break
+class Engine(Worker):
+    """The bare engine (`kinko bench-engine`) with extra environment."""
 
-    def run(self):
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
+    def __init__(self, kinko, model, max_tokens, threads, env_extra):
+        super().__init__([kinko, "--threads", str(threads), "bench-engine", model, "--prompt", PROMPT,
+                          "--max-tokens", str(max_tokens)], env=dict(os.environ, **env_extra))
 
     def attention_threads(self):
         """The threads that did work during one generation and are neither
@@ -92,13 +82,6 @@ class Engine:
         for i, tid in enumerate(tids):
             subprocess.run(["taskset", "-p", "-c", str(cores[i % len(cores)]), str(tid)], check=True,
                            stdout=subprocess.DEVNULL)
-
-    def stop(self):
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
 
 
 def main():

@@ -45,29 +45,31 @@ def long_prompt(words):
     return [{"role": "user", "content": " ".join(text.split()[:words]) + "\nSummarise this in one line."}]
 
 
-class Llama:
-    """A llama.cpp worker process (bench/llama_worker.py) on one GGUF."""
+class Worker:
+    """A contender process that loads its model, says {"ready": true}, then
+    answers each line on stdin with one JSON line (bench-engine,
+    llama_worker.py). Lines before "ready" (mistral.rs prints the model's
+    settings) are skipped."""
 
-    def __init__(self, llama_py, gguf, threads, n_ctx=2048, max_tokens=16):
+    def __init__(self, cmd, env=None):
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [llama_py, os.path.join(HERE, "llama_worker.py"), gguf, PROMPT, str(max_tokens), str(threads),
-             str(n_ctx)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.kill()
-            raise SystemExit("llama.cpp did not start")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.kill()
+                raise SystemExit(f"{' '.join(cmd[:3])} did not start")
+            if line.startswith("{") and json.loads(line).get("ready"):
+                break
         self.ready_at = time.perf_counter()
 
-    def ask(self, messages=None, max_tokens=16, cache=False):
-        req = {"max_tokens": max_tokens, "cache": cache}
-        if messages is not None:
-            req["messages"] = messages
-        self.proc.stdin.write(json.dumps(req) + "\n")
+    def run(self, request="go"):
+        """One request line; its JSON answer."""
+        self.proc.stdin.write(request + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise SystemExit("llama.cpp died")
+            raise SystemExit("a contender died")
         return json.loads(line)
 
     def stop(self):
@@ -76,6 +78,20 @@ class Llama:
             self.proc.wait(timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
+
+
+class Llama(Worker):
+    """llama.cpp (bench/llama_worker.py) on one GGUF."""
+
+    def __init__(self, llama_py, gguf, threads, n_ctx=2048, max_tokens=16):
+        super().__init__([llama_py, os.path.join(HERE, "llama_worker.py"), gguf, PROMPT, str(max_tokens),
+                          str(threads), str(n_ctx)])
+
+    def ask(self, messages=None, max_tokens=16, cache=False):
+        req = {"max_tokens": max_tokens, "cache": cache}
+        if messages is not None:
+            req["messages"] = messages
+        return self.run(json.dumps(req))
 
 
 def start_kinko(kinko, threads, port, extra=()):

@@ -192,6 +192,14 @@ async fn dropping_the_client_stops_the_engine() {
         "tokens kept coming after the drop: {at_drop} -> {after}"
     );
     assert!(at_drop - started_tokens < 1000, "the answer was cut short");
+    // And the engine process itself stopped computing (it decodes on both
+    // cores while it generates).
+    let load = engine_load(s, Duration::from_millis(500)).await;
+    assert!(
+        load < 0.1,
+        "the engine kept computing after the drop: {:.0}% of a core",
+        load * 100.0
+    );
     let text = reqwest::get(format!("http://{}/metrics", s.addr))
         .await
         .unwrap()

@@ -14,7 +14,7 @@
 //! already streaming cannot be resumed and end with an error.
 
 use super::prompt_speed::PromptSpeed;
-use super::worker::{FromWorker, ToWorker};
+use super::worker::{write_json_lines, FromWorker, ToWorker};
 use super::{EngineError, EngineEvent, Sampling, TokenStream};
 use crate::metrics::Metrics;
 use app::api::ChatMessage;
@@ -26,7 +26,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -306,7 +306,10 @@ impl Runner {
         s.last_output = Instant::now();
         s.resend_unstarted();
         drop(s);
-        tokio::spawn(write_requests(stdin, outbox_rx));
+        tokio::spawn(async move {
+            // A failed write means the process is gone; its output's end says so.
+            let _ = write_json_lines(stdin, outbox_rx).await;
+        });
         tokio::spawn(read_replies(Arc::downgrade(self), generation, lines));
     }
 
@@ -609,24 +612,6 @@ impl Runner {
 
 fn lock_speed(speed: &Mutex<PromptSpeed>) -> std::sync::MutexGuard<'_, PromptSpeed> {
     speed.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Serialises requests onto the engine process's stdin.
-async fn write_requests(mut stdin: ChildStdin, mut rx: mpsc::UnboundedReceiver<ToWorker>) {
-    let mut buf = Vec::new();
-    while let Some(first) = rx.recv().await {
-        buf.clear();
-        let mut next = Some(first);
-        while let Some(message) = next {
-            if serde_json::to_writer(&mut buf, &message).is_ok() {
-                buf.push(b'\n');
-            }
-            next = rx.try_recv().ok();
-        }
-        if stdin.write_all(&buf).await.is_err() || stdin.flush().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Hands each line of the engine process to its runner, then reports the

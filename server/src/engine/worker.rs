@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 /// What the server asks of an engine process.
@@ -243,10 +243,19 @@ async fn generate(
     }
 }
 
-/// Writes each message as one JSON line to stdout; messages already queued
-/// go out in one write.
-async fn write_lines(mut rx: mpsc::UnboundedReceiver<FromWorker>) {
-    let mut stdout = tokio::io::stdout();
+/// Writes each message to stdout; when the server is gone, exits.
+async fn write_lines(rx: mpsc::UnboundedReceiver<FromWorker>) {
+    if write_json_lines(tokio::io::stdout(), rx).await.is_err() {
+        std::process::exit(0);
+    }
+}
+
+/// Both ends of the pipe: writes each message as one JSON line, messages
+/// already queued in one write, until the channel closes or a write fails.
+pub(crate) async fn write_json_lines<T: Serialize, W: AsyncWrite + Unpin>(
+    mut out: W,
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     while let Some(first) = rx.recv().await {
         buf.clear();
@@ -257,11 +266,10 @@ async fn write_lines(mut rx: mpsc::UnboundedReceiver<FromWorker>) {
             }
             next = rx.try_recv().ok();
         }
-        if stdout.write_all(&buf).await.is_err() || stdout.flush().await.is_err() {
-            // The server is gone.
-            std::process::exit(0);
-        }
+        out.write_all(&buf).await?;
+        out.flush().await?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
