@@ -135,6 +135,9 @@ pub struct PromptCost {
     pub per_token_squared: f64,
     /// How many prompts the figures come from.
     pub samples: usize,
+    /// The longest of those prompts, in tokens.
+    #[serde(default)]
+    pub longest: usize,
 }
 
 impl PromptCost {
@@ -142,6 +145,13 @@ impl PromptCost {
     pub fn seconds(&self, tokens: usize) -> f64 {
         let n = tokens as f64;
         self.per_token * n + self.per_token_squared * n * n
+    }
+
+    /// Whether the estimate for `tokens` is only a lower bound: far past
+    /// the prompts measured with no square term known yet (attention only
+    /// adds to a linear cost).
+    pub fn is_lower_bound(&self, tokens: usize) -> bool {
+        self.per_token_squared == 0.0 && tokens > self.longest.saturating_mul(2)
     }
 
     /// The longest prompt read within `seconds` (by the estimate).

@@ -43,9 +43,26 @@ pub fn human_seconds(secs: f64) -> String {
     }
 }
 
+/// The time a `size`-token prompt takes: `≈ 40 s`, or `≥ 40 s` where the
+/// estimate is only a lower bound (far past the prompts measured).
+pub fn cost_short(cost: &PromptCost, size: usize) -> String {
+    let secs = cost.seconds(size);
+    match (cost.is_lower_bound(size), secs < 1.0) {
+        (false, true) => human_seconds(secs),
+        (false, false) => format!("≈ {}", human_seconds(secs)),
+        (true, _) => format!("≥ {}", human_seconds(secs)),
+    }
+}
+
 /// What a full window of `size` tokens costs, in words.
 pub fn cost_text(cost: Option<&PromptCost>, size: usize) -> String {
     match cost {
+        Some(c) if c.is_lower_bound(size) => format!(
+            "Context: a full {size}-token window takes at least {} to read on this machine \
+             (measured so far on prompts up to {} tokens)",
+            human_seconds(c.seconds(size)),
+            c.longest
+        ),
         Some(c) => format!(
             "Context: a full {size}-token window takes ≈ {} to read on this machine",
             human_seconds(c.seconds(size))
@@ -79,15 +96,12 @@ pub fn ContextPicker(
     };
     let cost = move || costs.with(|c| c.iter().find(|c| c.model == model.get()).map(|c| c.cost));
     let size_label = move |size: usize| match cost() {
-        Some(c) => format!("{size} tokens · ≈ {}", human_seconds(c.seconds(size))),
+        Some(c) => format!("{size} tokens · {}", cost_short(&c, size)),
         None => format!("{size} tokens"),
     };
     // The default: "4096 tokens (default) · ≈ 2 min".
     let default_label = move |size: usize| match cost() {
-        Some(c) => format!(
-            "{size} tokens (default) · ≈ {}",
-            human_seconds(c.seconds(size))
-        ),
+        Some(c) => format!("{size} tokens (default) · {}", cost_short(&c, size)),
         None => format!("{size} tokens (default)"),
     };
     view! {
@@ -156,11 +170,26 @@ mod tests {
             per_token: 0.00739,
             per_token_squared: 5.92e-6,
             samples: 2,
+            longest: 1992,
         };
         assert_eq!(
             cost_text(Some(&c), 4096),
             "Context: a full 4096-token window takes ≈ 2 min to read on this machine"
         );
         assert!(cost_text(None, 4096).contains("measured from the first answer on"));
+        // Short prompts only, no square term yet: far sizes are lower bounds.
+        let short = PromptCost {
+            per_token: 0.0093,
+            per_token_squared: 0.0,
+            samples: 1,
+            longest: 36,
+        };
+        assert_eq!(cost_short(&short, 64), "< 1 s");
+        assert_eq!(cost_short(&short, 4096), "≥ 38 s");
+        assert_eq!(
+            cost_text(Some(&short), 4096),
+            "Context: a full 4096-token window takes at least 38 s to read on this machine \
+             (measured so far on prompts up to 36 tokens)"
+        );
     }
 }

@@ -256,6 +256,8 @@ async fn serve(
                             per_token: ms / 1000.0,
                             per_token_squared: 0.0,
                             samples: 1,
+                            // It claims to have measured whole windows.
+                            longest: config.fake_context,
                         }),
                 },
                 metrics.clone(),

@@ -357,6 +357,7 @@ async fn a_history_too_slow_to_read_in_time_is_trimmed_and_meta_says_why() {
             per_token: 0.02,
             per_token_squared: 0.0,
             samples: 3,
+            longest: 8192,
         }),
         ..FakeConfig::default()
     };
@@ -408,6 +409,7 @@ async fn the_models_list_carries_the_default_context_size_and_prompt_costs() {
             per_token: 0.01,
             per_token_squared: 1e-6,
             samples: 2,
+            longest: 4096,
         }),
         ..FakeConfig::default()
     };

@@ -81,10 +81,18 @@ impl PromptSpeed {
             a *= scale;
             b *= scale;
         }
+        let longest = self
+            .finished
+            .iter()
+            .chain(&self.unfinished)
+            .map(|&(n, _)| n)
+            .max()
+            .unwrap_or(0);
         Some(PromptCost {
             per_token: a,
             per_token_squared: b,
             samples,
+            longest,
         })
         .filter(|c| c.per_token.is_finite() && c.per_token_squared.is_finite())
     }
@@ -155,6 +163,8 @@ mod tests {
         let c = p.estimate().unwrap();
         assert!((c.seconds(100) - 0.5).abs() < 1e-9);
         assert_eq!(c.per_token_squared, 0.0, "one size: no slope yet");
+        assert_eq!(c.longest, 100);
+        assert!(!c.is_lower_bound(200) && c.is_lower_bound(201), "{c:?}");
     }
 
     #[test]
@@ -163,6 +173,7 @@ mod tests {
         assert!((c.seconds(416) - 4.1).abs() < 1e-6, "{c:?}");
         assert!((c.seconds(1992) - 38.2).abs() < 1e-6, "{c:?}");
         assert!(c.per_token_squared > 0.0);
+        assert!(!c.is_lower_bound(8090), "a square term is known");
         // The 8k prompt of the issue: several minutes.
         assert!(c.seconds(8090) > 300.0, "{}", c.seconds(8090));
         let n = c.tokens_within(38.2);
@@ -198,11 +209,13 @@ mod tests {
                 per_token: 0.01,
                 per_token_squared: 0.0,
                 samples: 1,
+                longest: 100,
             },
             PromptCost {
                 per_token: 0.007,
                 per_token_squared: 6e-6,
                 samples: 2,
+                longest: 2000,
             },
         ] {
             for secs in [1.0, 10.0, 96.0] {
