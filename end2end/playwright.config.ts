@@ -11,6 +11,7 @@ const siteRoot = process.env.KINKO_SITE_ROOT ?? '../target/site';
 export const REAL_URL = 'http://127.0.0.1:3210';
 export const FAKE_URL = 'http://127.0.0.1:3211';
 export const GUARDED_URL = 'http://127.0.0.1:3212';
+export const UI_URL = 'http://127.0.0.1:3213';
 
 export default defineConfig({
   testDir: './tests',
@@ -51,6 +52,14 @@ export default defineConfig({
       // An API key and a two-message history window: login and trim note.
       command: `${bin} serve --addr 127.0.0.1:3212 --site-root ${siteRoot} --engine fake --api-key browser-key-123 --max-history-messages 2`,
       url: `${GUARDED_URL}/health`,
+      timeout: 60_000,
+      reuseExistingServer: false,
+    },
+    {
+      // Echoes each message exactly and quickly; two models, and a default
+      // that is not the alphabetically first.
+      command: `${bin} serve --addr 127.0.0.1:3213 --site-root ${siteRoot} --engine fake --fake-token-delay-ms 4 --fake-models alpha:1b,fake:latest --default-model fake:latest`,
+      url: `${UI_URL}/health`,
       timeout: 60_000,
       reuseExistingServer: false,
     },

@@ -106,6 +106,10 @@ pub struct ModelSummary {
 pub struct ModelList {
     /// Installed models, sorted by name.
     pub models: Vec<ModelSummary>,
+    /// The model a new chat starts on (`--default-model`); it may not be
+    /// installed, then the page takes the first one.
+    #[serde(default)]
+    pub default_model: String,
     /// The context size (`num_ctx`) used when neither the request nor the
     /// model's preset names one (0: the model's whole window).
     #[serde(default)]

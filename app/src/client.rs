@@ -1,6 +1,6 @@
 //! Browser-only plumbing (compiled with `hydrate`): the streaming POST to
 //! `/api/chat/stream` read as SSE, the model list, the Stop button's abort
-//! controller, and the conversation kept in localStorage.
+//! controller, the clipboard, animation frames and the clock.
 
 use crate::api::{
     ChatRequest, DeltaEvent, DoneEvent, ErrorBody, ErrorDetail, MetaEvent, ModelList,
@@ -8,6 +8,7 @@ use crate::api::{
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use std::cell::RefCell;
+use wasm_bindgen::JsCast;
 
 /// One parsed event of the chat stream.
 pub enum StreamEvent {
@@ -148,19 +149,206 @@ pub async fn fetch_models() -> Result<ModelList, String> {
         .map_err(|e| e.to_string())
 }
 
-fn storage() -> Option<web_sys::Storage> {
-    web_sys::window()?.local_storage().ok()?
+/// Milliseconds since 1970.
+pub fn now_ms() -> f64 {
+    js_sys::Date::now()
 }
 
-/// Read a value saved under `key`.
-pub fn load(key: &str) -> Option<String> {
-    storage()?.get_item(key).ok()?
+/// A high-resolution timestamp in milliseconds.
+pub fn perf_now() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map(|p| p.now())
+        .unwrap_or_else(now_ms)
 }
 
-/// Save `value` under `key` (quietly does nothing where storage is off).
-pub fn save(key: &str, value: &str) {
-    if let Some(s) = storage() {
-        let _ = s.set_item(key, value);
+/// A new chat id: time plus randomness, unique across tabs.
+pub fn new_id() -> String {
+    format!(
+        "c{:x}{:08x}",
+        now_ms() as u64,
+        (js_sys::Math::random() * f64::from(u32::MAX)) as u32
+    )
+}
+
+/// Copy `text` to the clipboard.
+pub fn copy_text(text: &str) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let clipboard = js_sys::Reflect::get(&window.navigator(), &"clipboard".into());
+    if let Ok(clipboard) = clipboard {
+        if let Ok(write) = js_sys::Reflect::get(&clipboard, &"writeText".into()) {
+            if let Some(write) = write.dyn_ref::<js_sys::Function>() {
+                let _ = write.call1(&clipboard, &text.into());
+            }
+        }
+    }
+}
+
+/// Run `f` after `ms` milliseconds.
+pub fn after(ms: i32, f: impl FnOnce() + 'static) {
+    let closure = wasm_bindgen::closure::Closure::once_into_js(f);
+    if let Some(w) = web_sys::window() {
+        let _ =
+            w.set_timeout_with_callback_and_timeout_and_arguments_0(closure.unchecked_ref(), ms);
+    }
+}
+
+/// Run `f` before the next repaint.
+pub fn on_next_frame(f: impl FnOnce() + 'static) {
+    let closure = wasm_bindgen::closure::Closure::once_into_js(f);
+    if let Some(w) = web_sys::window() {
+        let _ = w.request_animation_frame(closure.unchecked_ref());
+    }
+}
+
+/// Read the earlier versions' localStorage value, if any.
+pub fn local_item(key: &str) -> Option<String> {
+    web_sys::window()?
+        .local_storage()
+        .ok()??
+        .get_item(key)
+        .ok()?
+}
+
+thread_local! {
+    static BENCH: RefCell<Option<Vec<f64>>> = const { RefCell::new(None) };
+}
+
+/// The benchmark asks for per-delta timings with `localStorage["kinko.bench"]`.
+pub fn bench_start() {
+    if local_item("kinko.bench").as_deref() == Some("1") {
+        BENCH.with(|b| *b.borrow_mut() = Some(Vec::new()));
+        let get = wasm_bindgen::closure::Closure::<dyn Fn() -> js_sys::Array>::new(|| {
+            BENCH.with(|b| {
+                b.borrow()
+                    .iter()
+                    .flatten()
+                    .map(|v| wasm_bindgen::JsValue::from_f64(*v))
+                    .collect()
+            })
+        });
+        if let Some(w) = web_sys::window() {
+            let _ = js_sys::Reflect::set(&w, &"kinkoDeltaTimes".into(), get.as_ref());
+        }
+        get.forget();
+    }
+}
+
+thread_local! {
+    static DELTA_START: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
+/// A batch of deltas is being applied (start of its main-thread time).
+pub fn bench_begin() {
+    if BENCH.with(|b| b.borrow().is_some()) {
+        DELTA_START.with(|s| s.set(Some(perf_now())));
+    }
+}
+
+/// The streaming message has rendered the batch: record its time.
+pub fn bench_end() {
+    if let Some(start) = DELTA_START.with(|s| s.take()) {
+        let ms = perf_now() - start;
+        BENCH.with(|b| {
+            if let Some(v) = b.borrow_mut().as_mut() {
+                v.push(ms);
+            }
+        });
+    }
+}
+
+const OPEN_CHAT_KEY: &str = "kinko.open";
+
+/// Remember which chat this tab has open (sessionStorage: per tab, kept
+/// over a reload).
+pub fn remember_open_chat(id: Option<&str>) {
+    if let Some(s) = web_sys::window().and_then(|w| w.session_storage().ok().flatten()) {
+        let _ = match id {
+            Some(id) => s.set_item(OPEN_CHAT_KEY, id),
+            None => s.remove_item(OPEN_CHAT_KEY),
+        };
+    }
+}
+
+/// The chat this tab had open before a reload.
+pub fn open_chat_of_this_tab() -> Option<String> {
+    web_sys::window()?
+        .session_storage()
+        .ok()??
+        .get_item(OPEN_CHAT_KEY)
+        .ok()?
+}
+
+fn conversation() -> Option<web_sys::Element> {
+    web_sys::window()?
+        .document()?
+        .query_selector("[data-testid=conversation]")
+        .ok()?
+}
+
+/// Whether the reader is at (or near) the end of the conversation.
+pub fn conversation_at_bottom() -> bool {
+    conversation()
+        .map(|el| el.scroll_height() - el.scroll_top() - el.client_height() < 120)
+        .unwrap_or(false)
+}
+
+/// Whether the reader is at the top of the conversation.
+pub fn conversation_near_top() -> bool {
+    conversation()
+        .map(|el| el.scroll_top() < 40)
+        .unwrap_or(false)
+}
+
+/// The conversation's scroll height.
+pub fn conversation_height() -> i32 {
+    conversation().map(|el| el.scroll_height()).unwrap_or(0)
+}
+
+/// After earlier messages were added above, keep what the reader saw in place.
+pub fn keep_scroll_after_growth(old_height: i32) {
+    if let Some(el) = conversation() {
+        el.set_scroll_top(el.scroll_top() + el.scroll_height() - old_height);
+    }
+}
+
+/// Scroll to the end of the conversation.
+pub fn scroll_conversation(_force: bool) {
+    if let Some(el) = conversation() {
+        el.set_scroll_top(el.scroll_height());
+    }
+}
+
+/// A click in the conversation: when it was on a code block's Copy button,
+/// copy that block's code.
+pub fn copy_code_clicked(ev: &web_sys::MouseEvent) {
+    let Some(target) = ev
+        .target()
+        .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+    else {
+        return;
+    };
+    let Some(button) = target.closest("[data-testid=copy-code]").ok().flatten() else {
+        return;
+    };
+    let code = button
+        .closest(".code-block")
+        .ok()
+        .flatten()
+        .and_then(|block| block.query_selector("code").ok().flatten())
+        .and_then(|code| code.text_content());
+    if let Some(code) = code {
+        copy_text(&code);
+        button.set_text_content(Some("Copied"));
+        let reset = wasm_bindgen::closure::Closure::once_into_js(move || {
+            button.set_text_content(Some("Copy"));
+        });
+        if let Some(w) = web_sys::window() {
+            let _ = w
+                .set_timeout_with_callback_and_timeout_and_arguments_0(reset.unchecked_ref(), 1500);
+        }
     }
 }
 

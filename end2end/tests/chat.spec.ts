@@ -45,10 +45,11 @@ test('two turns with the default model stream in, survive a reload', async ({ pa
   await expect(page.getByTestId('send')).toBeVisible({ timeout: 60_000 });
   const first = (await answers.nth(0).innerText()).trim();
   expect(first.length).toBeGreaterThan(0);
-  // The answer appeared in pieces, growing, not all at once.
+  // The answer appeared in pieces, growing, not all at once (as markdown,
+  // a piece may render differently until its block is complete).
   const seen = await page.evaluate(() => [...(window as unknown as { seen: Set<string> }).seen]);
   expect(seen.length).toBeGreaterThan(2);
-  expect(seen.every((text) => first.startsWith(text.trim()) || text.trim() === first)).toBe(true);
+  expect(Math.min(...seen.map((t) => t.length))).toBeLessThan(first.length);
 
   // Shift+Enter is a newline, not a send.
   await composer.fill('And of Japan?');
@@ -62,7 +63,7 @@ test('two turns with the default model stream in, survive a reload', async ({ pa
   await expect(page.getByTestId('error')).toHaveCount(0);
   if (SHOTS) await page.screenshot({ path: `${SHOTS}/two-turns.png`, fullPage: true });
 
-  // Reload: the conversation is still there, from localStorage.
+  // Reload: the conversation is still there, from IndexedDB.
   const second = (await answers.nth(1).innerText()).trim();
   await page.reload();
   await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
@@ -71,9 +72,10 @@ test('two turns with the default model stream in, survive a reload', async ({ pa
   await expect(answers.nth(1)).toHaveText(second);
   await expect(picker).toHaveValue('smollm2:135m');
 
-  // New chat clears it.
+  // New chat clears the page; the conversation stays in the list.
   await page.getByTestId('new-chat').click();
   await expect(page.locator('.msg')).toHaveCount(0);
+  await expect(page.getByTestId('chat-item')).toHaveCount(1);
 });
 
 test('Stop aborts the answer and the server stops generating', async ({ page }) => {
@@ -160,14 +162,14 @@ test('with an API key the browser logs in, and a trimmed history is noted', asyn
   const composer = page.getByTestId('composer');
   await composer.fill('first question');
   await composer.press('Enter');
-  await expect(page.locator('.msg.assistant .bubble').nth(0)).toHaveText('Turn 1. You said: first question');
+  await expect(page.locator('.msg.assistant .bubble').nth(0)).toHaveText('first question');
   await expect(page.getByTestId('send')).toBeVisible();
   await expect(page.getByTestId('note')).toHaveCount(0);
   await composer.fill('second question');
   await composer.press('Enter');
   // The server keeps only the last two messages: one was left out, and the
   // answer says so.
-  await expect(page.locator('.msg.assistant .bubble').nth(1)).toHaveText('Turn 1. You said: second question');
+  await expect(page.locator('.msg.assistant .bubble').nth(1)).toHaveText('second question');
   await expect(page.getByTestId('note')).toHaveText(/1 earlier message was left out/);
   if (SHOTS) await page.screenshot({ path: `${SHOTS}/trimmed.png`, fullPage: true });
 });

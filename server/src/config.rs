@@ -143,6 +143,10 @@ pub enum EngineKind {
     Fake,
 }
 
+/// The model the set-up installs (`scripts/default-model.sh`), and the chat
+/// page's default.
+pub const DEFAULT_MODEL: &str = "smollm2:135m";
+
 /// Settings of `kinko serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -242,6 +246,18 @@ pub struct ServeConfig {
         default_value = "https://huggingface.co"
     )]
     pub hf_endpoint: String,
+    /// The model the chat page starts a new conversation on (it falls back
+    /// to the first installed model when this one is not installed).
+    #[arg(long, env = "KINKO_DEFAULT_MODEL", default_value = DEFAULT_MODEL)]
+    pub default_model: String,
+    /// Fake engine: the models it serves (comma-separated).
+    #[arg(
+        long,
+        env = "KINKO_FAKE_MODELS",
+        value_delimiter = ',',
+        default_value = "fake:latest"
+    )]
+    pub fake_models: Vec<String>,
     /// Fake engine: milliseconds before each token.
     #[arg(long, env = "KINKO_FAKE_TOKEN_DELAY_MS", default_value_t = 0)]
     pub fake_token_delay_ms: u64,

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod csp;
 pub mod engine;
 pub mod error;
 pub mod history;
@@ -22,7 +23,7 @@ use crate::limits::Admission;
 use crate::metrics::Metrics;
 use crate::models::ModelStore;
 use crate::security::Security;
-use app::{shell, App};
+use app::App;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::Uri;
@@ -149,13 +150,19 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
     let router = api_routes()
-        .leptos_routes(&state, routes, move || shell(options.clone()))
+        .leptos_routes(&state, routes, move || csp::page_shell(options.clone()))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(fallback)
         .with_state(state.clone())
         .merge(security::login_router(state.security.clone()));
-    secured(router, &state).layer(TraceLayer::new_for_http())
+    secured(router, &state)
+        .layer(axum::middleware::from_fn(csp::default_policy))
+        .layer(TraceLayer::new_for_http())
 }
+
+const NOT_FOUND_PAGE: &str = "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>Not found · kinko</title><link rel=\"stylesheet\" href=\"/pkg/kinko.css\"></head>\
+<body><p class=\"not-found\">Page not found. <a href=\"/\">Back to the chat</a></p></body></html>";
 
 /// API paths get a JSON 404; everything else is a static file or the UI's
 /// own not-found page.
@@ -164,6 +171,14 @@ async fn fallback(uri: Uri, State(state): State<AppState>, req: Request<Body>) -
     if path.starts_with("/api/") || path.starts_with("/v1/") || path == "/metrics" {
         return ApiError::NotFound(path.to_string()).into_response();
     }
-    let handler = leptos_axum::file_and_error_handler::<AppState, _>(shell);
-    handler(uri, State(state), req).await
+    let handler = leptos_axum::file_and_error_handler::<AppState, _>(csp::page_shell);
+    let response = handler(uri, State(state), req).await;
+    if response.status() == axum::http::StatusCode::NOT_FOUND {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::response::Html(NOT_FOUND_PAGE),
+        )
+            .into_response();
+    }
+    response
 }

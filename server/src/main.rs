@@ -250,6 +250,7 @@ async fn serve(
                     min_tokens: config.fake_min_tokens,
                     fail_after: config.fake_fail_after,
                     context_length: config.fake_context,
+                    models: config.fake_models.clone(),
                     prompt_cost: config
                         .fake_prompt_ms_per_token
                         .map(|ms| app::api::PromptCost {

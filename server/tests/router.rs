@@ -155,7 +155,7 @@ async fn a_chat_streams_meta_deltas_done_as_named_sse_events() {
         names[1..names.len() - 1].iter().all(|n| *n == "delta"),
         "{names:?}"
     );
-    assert_eq!(text_of(&events), "Turn 1. You said: hello world");
+    assert_eq!(text_of(&events), "hello world");
     let meta = &events[0].data;
     assert_eq!(meta["model"], "fake:latest");
     assert_eq!(meta["trimmed_messages"], 0);

@@ -1,5 +1,6 @@
 //! A deterministic engine for tests and UI work (`--engine fake`): it echoes
-//! the last user message word by word, optionally pads the answer, waits a
+//! the last user message exactly (whitespace and newlines included, a word
+//! with the space before it per token), optionally pads the answer, waits a
 //! fixed delay per token, can fail after N tokens, and records every
 //! cancellation so tests can assert that dropping a stream stops it.
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// The one model the fake engine serves.
+/// The model the fake engine serves unless told otherwise.
 pub const FAKE_MODEL: &str = "fake:latest";
 /// Context window the fake model claims.
 pub const FAKE_CONTEXT: usize = 4096;
@@ -31,6 +32,8 @@ pub struct FakeConfig {
     pub context_length: usize,
     /// The prompt cost it claims to have measured, if any.
     pub prompt_cost: Option<PromptCost>,
+    /// The models it serves.
+    pub models: Vec<String>,
 }
 
 impl Default for FakeConfig {
@@ -41,6 +44,7 @@ impl Default for FakeConfig {
             fail_after: None,
             context_length: FAKE_CONTEXT,
             prompt_cost: None,
+            models: vec![FAKE_MODEL.into()],
         }
     }
 }
@@ -90,6 +94,10 @@ impl FakeEngine {
         }
     }
 
+    fn serves(&self, model: &str) -> bool {
+        self.config.models.iter().any(|m| m == model)
+    }
+
     /// What it saw so far.
     pub fn log(&self) -> Arc<FakeLog> {
         self.log.clone()
@@ -103,9 +111,7 @@ impl FakeEngine {
             .find(|m| m.role == Role::User)
             .map(|m| m.content.as_str())
             .unwrap_or("");
-        let turn = messages.iter().filter(|m| m.role == Role::User).count();
-        let mut tokens: Vec<String> = vec![format!("Turn {turn}."), " You".into(), " said:".into()];
-        tokens.extend(last_user.split_whitespace().map(|w| format!(" {w}")));
+        let mut tokens = echo_tokens(last_user);
         let mut n = 1;
         while tokens.len() < self.config.min_tokens {
             tokens.push(format!(" word{n}"));
@@ -113,6 +119,27 @@ impl FakeEngine {
         }
         tokens
     }
+}
+
+/// `text` cut into tokens that join back to exactly `text`: each token is a
+/// run of whitespace followed by a run of anything else.
+fn echo_tokens(text: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut current = String::new();
+    let mut in_word = false;
+    for c in text.chars() {
+        if c.is_whitespace() && in_word {
+            tokens.push(std::mem::take(&mut current));
+            in_word = false;
+        } else if !c.is_whitespace() {
+            in_word = true;
+        }
+        current.push(c);
+    }
+    if !current.is_empty() {
+        tokens.push(current);
+    }
+    tokens
 }
 
 fn count_words(messages: &[ChatMessage]) -> usize {
@@ -126,17 +153,22 @@ fn count_words(messages: &[ChatMessage]) -> usize {
 #[async_trait]
 impl ChatEngine for FakeEngine {
     async fn prompt_cost(&self, model: &str) -> Option<PromptCost> {
-        self.config.prompt_cost.filter(|_| model == FAKE_MODEL)
+        self.config.prompt_cost.filter(|_| self.serves(model))
     }
 
     async fn list_models(&self) -> Vec<ModelInfo> {
-        vec![ModelInfo {
-            name: FAKE_MODEL.into(),
-            size: 0,
-            quantization: "none".into(),
-            context_length: self.config.context_length,
-            architecture: "fake".into(),
-        }]
+        let mut names = self.config.models.clone();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| ModelInfo {
+                name,
+                size: 0,
+                quantization: "none".into(),
+                context_length: self.config.context_length,
+                architecture: "fake".into(),
+            })
+            .collect()
     }
 
     async fn count_tokens(
@@ -144,14 +176,14 @@ impl ChatEngine for FakeEngine {
         model: &str,
         messages: &[ChatMessage],
     ) -> Result<usize, EngineError> {
-        if model != FAKE_MODEL {
+        if !self.serves(model) {
             return Err(EngineError::UnknownModel(model.into()));
         }
         Ok(count_words(messages))
     }
 
     async fn stream(&self, req: EngineRequest) -> Result<TokenStream, EngineError> {
-        if req.model != FAKE_MODEL {
+        if !self.serves(&req.model) {
             return Err(EngineError::UnknownModel(req.model));
         }
         let script = self.script(&req.messages);
@@ -244,7 +276,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(text, "Turn 1. You said: hello there");
+        assert_eq!(text, "hello there");
         match events.last() {
             Some(Ok(EngineEvent::Done { reason, usage })) => {
                 assert_eq!(*reason, FinishReason::Stop);
@@ -252,6 +284,17 @@ mod tests {
             }
             other => panic!("expected done, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_echo_keeps_every_space_and_newline() {
+        let text = "  # Title\n\n```rust\nfn main() {}\n```\n\t- [x] done  \n";
+        let tokens = echo_tokens(text);
+        assert_eq!(tokens.concat(), text);
+        assert_eq!(tokens[0], "  #");
+        assert_eq!(tokens[1], " Title");
+        assert!(echo_tokens("").is_empty());
+        assert_eq!(echo_tokens("one"), vec!["one"]);
     }
 
     #[tokio::test]

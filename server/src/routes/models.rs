@@ -24,6 +24,7 @@ async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     }
     Json(ModelList {
         models,
+        default_model: state.config.default_model.clone(),
         default_num_ctx: state.config.default_num_ctx,
         prompt_costs,
     })
