@@ -39,6 +39,10 @@ fi
 "$bench_venv/bin/python" -c 'import gguf' 2>/dev/null || "$bench_venv/bin/pip" install --quiet "gguf==0.19.0"
 (cd "$KINKO_ROOT" && LLAMA_PYTHON="$bench_venv/bin/python" "$bench_venv/bin/python" bench/bench.py --smoke --json "$logs/bench-smoke.json" 2>&1) | tee "$logs/bench.log"
 
+log "chat page benchmark smoke run (headless Chromium, the fake engine at 1 ms/token)"
+(cd "$KINKO_ROOT" && KINKO_BENCH_TOKEN_MS=1 KINKO_BIN="$KINKO_BIN" KINKO_SITE_ROOT="$KINKO_ROOT/target/site" \
+  node bench/ui.mjs 2>&1) | tee "$logs/bench-ui.log"
+
 log "tier 5: browser tests (Playwright, /usr/bin/chromium, the real binary)"
 (cd "$KINKO_ROOT/end2end" && KINKO_BIN="$KINKO_BIN" KINKO_SITE_ROOT="$KINKO_ROOT/target/site" \
   npx playwright test 2>&1) | tee "$logs/e2e.log"
@@ -49,6 +53,7 @@ while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
 clients_ran="$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} .*/\1/p' "$logs/clients.log" | tail -1)"
 passed=$((passed + ${clients_ran:-0}))
 grep -q "^bench smoke: 1 passed" "$logs/bench.log" && passed=$((passed + 1))
+if grep -q "^  bundle: " "$logs/bench-ui.log"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 e2e_passed="$(sed -n 's/^ *\([0-9]*\) passed.*/\1/p' "$logs/e2e.log" | tail -1)"
 e2e_failed="$(sed -n 's/^ *\([0-9]*\) failed.*/\1/p' "$logs/e2e.log" | tail -1)"
 log "cargo and client tests: $passed passed, $failed failed; browser tests: ${e2e_passed:-0} passed, ${e2e_failed:-0} failed"

@@ -105,13 +105,26 @@ pub fn MessageView(msg: LiveMessage) -> impl IntoView {
             }
             .into_any()
         }
-        Some(_) => view! {
-            <div class=class data-testid="message" data-role=role_name>
-                <div class="bubble plain">{move || content.get()}</div>
-                {footer}
-            </div>
+        Some(_) => {
+            let text = content.clone();
+            let copy = move |_| {
+                #[cfg(feature = "hydrate")]
+                text.with_untracked(|t| crate::client::copy_text(t));
+            };
+            view! {
+                <div class=class data-testid="message" data-role=role_name>
+                    <div class="bubble plain">{move || content.get()}</div>
+                    <div class="msg-actions">
+                        <button type="button" class="copy-message" data-testid="copy-message"
+                            aria-label="Copy the message" title="Copy the message" on:click=copy>
+                            "Copy"
+                        </button>
+                    </div>
+                    {footer}
+                </div>
+            }
+            .into_any()
         }
-        .into_any(),
         None => view! { <div class=class data-role="notice">{footer}</div> }.into_any(),
     }
 }

@@ -58,7 +58,12 @@ test('answers render as markdown with highlighted, copyable code; questions show
   await answer.getByTestId('copy-code').click();
   await expect(answer.getByTestId('copy-code')).toHaveText('Copied');
   expect(await page.evaluate(() => navigator.clipboard.readText())).toBe('fn main() {\n    let answer = 42; // the answer\n}\n');
+  await page.evaluate(() => navigator.clipboard.writeText(''));
   await answer.getByTestId('copy-message').click();
+  await expect.poll(() => page.evaluate(() => navigator.clipboard.readText())).toBe(SAMPLE);
+  // A question has its copy button too.
+  await page.evaluate(() => navigator.clipboard.writeText(''));
+  await page.locator('[data-testid=message][data-role=user]').getByTestId('copy-message').click();
   await expect.poll(() => page.evaluate(() => navigator.clipboard.readText())).toBe(SAMPLE);
 });
 

@@ -420,3 +420,76 @@ async fn the_whole_answer_timeout_fires_and_stops_the_engine() {
         "{took:?}"
     );
 }
+
+#[tokio::test]
+async fn the_page_allows_only_its_own_nonce_and_everything_else_no_script() {
+    let (state, _, _) = fake_state(FakeConfig::default(), ServeConfig::default());
+    let app = kinko::router(state);
+    let page = app
+        .clone()
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let policy = page.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let nonce = policy
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a nonce in the policy")
+        .to_string();
+    assert!(nonce.len() >= 16, "{policy}");
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    assert!(policy.contains("object-src 'none'") && policy.contains("frame-ancestors 'none'"));
+    let html = body_text(page).await;
+    // Every inline script of the page carries that nonce.
+    let scripts = html.matches("<script").count();
+    assert!(scripts >= 1);
+    assert_eq!(
+        html.matches(&format!("nonce=\"{nonce}\"")).count(),
+        scripts,
+        "{html}"
+    );
+    // A second page gets a nonce of its own.
+    let again = app
+        .clone()
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert!(!again.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .contains(&nonce));
+    // API answers and unknown pages allow no script at all.
+    for path in ["/api/models", "/no/such/page"] {
+        let resp = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let policy = resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(policy.contains("script-src 'none'"), "{path}: {policy}");
+        assert_eq!(resp.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    }
+}
+
+#[tokio::test]
+async fn the_model_list_names_the_default_model_for_new_chats() {
+    let config = ServeConfig {
+        default_model: "fake:latest".into(),
+        ..ServeConfig::default()
+    };
+    let (state, _, _) = fake_state(FakeConfig::default(), config);
+    let resp = kinko::router(state)
+        .oneshot(Request::get("/api/models").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&body_text(resp).await).unwrap();
+    assert_eq!(v["default_model"], "fake:latest");
+    assert_eq!(ServeConfig::default().default_model, "smollm2:135m");
+}
