@@ -280,7 +280,7 @@ mod tests {
         match events.last() {
             Some(Ok(EngineEvent::Done { reason, usage })) => {
                 assert_eq!(*reason, FinishReason::Stop);
-                assert_eq!(usage.completion_tokens, 5);
+                assert_eq!(usage.completion_tokens, 2);
             }
             other => panic!("expected done, got {other:?}"),
         }
