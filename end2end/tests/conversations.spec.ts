@@ -67,7 +67,7 @@ test('conversations: default model, new, switch, search, rename, pin, delete wit
 
   // Switching brings back each chat with its own model.
   await titles(page).nth(1).click();
-  await expect(page.locator('[data-testid=message][data-role=user]')).toHaveText(['Kyoto trip plans\nwith a second line']);
+  await expect(page.locator('[data-testid=message][data-role=user] .bubble')).toHaveText(['Kyoto trip plans\nwith a second line']);
   await expect(page.getByTestId('model-picker')).toHaveValue('fake:latest');
   await expect(page.getByTestId('chat-item').nth(1)).toHaveAttribute('data-active', 'true');
   await titles(page).nth(0).click();
@@ -134,7 +134,7 @@ test('the earlier localStorage conversation is migrated once and never lost', as
   await expect(titles(page)).toHaveText(['My old question']);
   await titles(page).first().click();
   await expect(page.getByTestId('message')).toHaveCount(4);
-  await expect(page.locator('[data-testid=message][data-role=user]').first()).toHaveText('My old question\nwith two lines');
+  await expect(page.locator('[data-testid=message][data-role=user] .bubble').first()).toHaveText('My old question\nwith two lines');
   await expect(page.locator('[data-testid=message][data-role=assistant] strong')).toHaveText('old');
   await expect(page.getByTestId('note')).toHaveText('Interrupted by a page reload.');
   await expect(page.getByTestId('model-picker')).toHaveValue('alpha:1b');
@@ -164,7 +164,7 @@ test('two tabs never overwrite each other', async ({ context }) => {
   // B continues A's chat; A, which has it open, shows the new turn.
   await titles(b).nth(1).click();
   await say(b, 'B adds to A');
-  await expect(a.locator('[data-testid=message][data-role=user]')).toHaveText(['from tab A', 'B adds to A']);
+  await expect(a.locator('[data-testid=message][data-role=user] .bubble')).toHaveText(['from tab A', 'B adds to A']);
   // A writes to its chat again: B's turn is kept, and B's own chat too.
   await say(a, 'A again');
   for (const page of [a, b]) {
@@ -173,9 +173,9 @@ test('two tabs never overwrite each other', async ({ context }) => {
     await expect(titles(page)).toHaveText(['from tab A', 'from tab B']);
   }
   await titles(b).nth(0).click();
-  await expect(b.locator('[data-testid=message][data-role=user]')).toHaveText(['from tab A', 'B adds to A', 'A again']);
+  await expect(b.locator('[data-testid=message][data-role=user] .bubble')).toHaveText(['from tab A', 'B adds to A', 'A again']);
   await titles(b).nth(1).click();
-  await expect(b.locator('[data-testid=message][data-role=user]')).toHaveText(['from tab B']);
+  await expect(b.locator('[data-testid=message][data-role=user] .bubble')).toHaveText(['from tab B']);
 });
 
 test('a failed write is shown and loses nothing already saved', async ({ page }) => {
@@ -194,7 +194,7 @@ test('a failed write is shown and loses nothing already saved', async ({ page })
   await expect(page.getByTestId('storage-error')).toContainText('could not be saved');
   await expect(page.getByTestId('storage-error')).toContainText('Nothing saved before is lost');
   // The tab still has the unsaved chat.
-  await expect(page.locator('[data-testid=message][data-role=user]')).toHaveText(['this one cannot be saved']);
+  await expect(page.locator('[data-testid=message][data-role=user] .bubble')).toHaveText(['this one cannot be saved']);
   if (SHOTS) await page.screenshot({ path: `${SHOTS}/storage-error.png` });
   // Space again: the next change saves the chat and the message goes.
   await page.evaluate(() => {
