@@ -12,6 +12,8 @@ const bin = process.env.KINKO_BIN;
 const site = process.env.KINKO_SITE_ROOT;
 const port = Number(process.env.KINKO_BENCH_PORT ?? 3290);
 const tokenMs = Number(process.env.KINKO_BENCH_TOKEN_MS ?? 10);
+// Chromium's CPU throttling (DevTools' "4x slowdown"), to see a slower machine.
+const slowdown = Number(process.env.KINKO_BENCH_CPU_SLOWDOWN ?? 1);
 if (!bin || !site) throw new Error('KINKO_BIN and KINKO_SITE_ROOT must be set: run scripts/bench-ui.sh');
 const url = `http://127.0.0.1:${port}`;
 
@@ -56,6 +58,10 @@ const sections = Array.from({ length: 60 }, (_, i) => [
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
 const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+if (slowdown > 1) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Emulation.setCPUThrottlingRate', { rate: slowdown });
+}
 await page.goto(`${url}/health`);
 await page.evaluate(() => localStorage.setItem('kinko.bench', '1'));
 await page.goto(url);
@@ -114,7 +120,7 @@ const gz = (f) => gzipSync(readFileSync(`${site}/pkg/${f}`), { level: 9 }).lengt
 const wasm = gz('kinko.wasm');
 const js = gz('kinko.js');
 const over50 = frames.filter((f) => f > 50).length;
-console.log(`UI benchmark: fake engine at ${tokenMs} ms/token, a 200-message chat open, a 60-section answer (${blocks} code blocks, ${Math.round(bytes / 1024)} KB of HTML) streamed in ${f1(streamSeconds)} s`);
+console.log(`UI benchmark${slowdown > 1 ? ` (CPU slowed ${slowdown}x)` : ''}: fake engine at ${tokenMs} ms/token, a 200-message chat open, a 60-section answer (${blocks} code blocks, ${Math.round(bytes / 1024)} KB of HTML) streamed in ${f1(streamSeconds)} s`);
 console.log(`  frame interval   p50 ${f1(pct(frames, 50))} ms   p95 ${f1(pct(frames, 95))} ms   max ${f1(Math.max(...frames))} ms   over 50 ms: ${over50} of ${frames.length}`);
 console.log(`  per applied delta batch (main thread)   p50 ${f2(pct(deltas, 50))} ms   p95 ${f2(pct(deltas, 95))} ms   (${deltas.length} batches)`);
 console.log(`  open a 2,000-message chat: ${f1(openMs)} ms to the last message painted`);
