@@ -45,12 +45,15 @@ fn server() -> &'static Server {
             MistralEngine::new(store, metrics.clone())
                 .with_worker(WorkerSpec::program(env!("CARGO_BIN_EXE_kinko"))),
         );
-        let state = AppState::new(
-            engine.clone(),
-            "mistral",
-            metrics.clone(),
-            ServeConfig::default(),
-        );
+        // A first-token timeout far beyond any prompt here: the never-stuck
+        // test must send its whole 8k-token history, which the server would
+        // otherwise trim to what its learnt prompt speed reads in 96 s (how
+        // much it has learnt depends on which tests ran before it).
+        let config = ServeConfig {
+            first_token_timeout_secs: 3600.0,
+            ..ServeConfig::default()
+        };
+        let state = AppState::new(engine.clone(), "mistral", metrics.clone(), config);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
