@@ -84,48 +84,50 @@ pub fn MessageView(msg: LiveMessage) -> impl IntoView {
             {move || error.get().map(|e| view! { <div class="error" role="alert" data-testid="error">{e}</div> })}
         }
     };
+    let copy = copy_button(content.clone(), role == Some(Role::Assistant));
     match role {
-        Some(Role::Assistant) => {
-            let body = assistant_body(content.clone(), pending.clone());
-            let copy = move |_| {
-                #[cfg(feature = "hydrate")]
-                content.with_untracked(|t| crate::client::copy_text(split_think(t).2));
-            };
-            view! {
-                <div class=class data-testid="message" data-role="assistant">
-                    {body}
-                    <div class="msg-actions">
-                        <button type="button" class="copy-message" data-testid="copy-message"
-                            aria-label="Copy the answer" title="Copy the answer (markdown)" on:click=copy>
-                            "Copy"
-                        </button>
-                    </div>
-                    {footer}
-                </div>
-            }
-            .into_any()
+        Some(Role::Assistant) => view! {
+            <div class=class data-testid="message" data-role="assistant">
+                {assistant_body(content, pending)}
+                {copy}
+                {footer}
+            </div>
         }
-        Some(_) => {
-            let text = content.clone();
-            let copy = move |_| {
-                #[cfg(feature = "hydrate")]
-                text.with_untracked(|t| crate::client::copy_text(t));
-            };
-            view! {
-                <div class=class data-testid="message" data-role=role_name>
-                    <div class="bubble plain">{move || content.get()}</div>
-                    <div class="msg-actions">
-                        <button type="button" class="copy-message" data-testid="copy-message"
-                            aria-label="Copy the message" title="Copy the message" on:click=copy>
-                            "Copy"
-                        </button>
-                    </div>
-                    {footer}
-                </div>
-            }
-            .into_any()
+        .into_any(),
+        Some(_) => view! {
+            <div class=class data-testid="message" data-role=role_name>
+                <div class="bubble plain">{move || content.get()}</div>
+                {copy}
+                {footer}
+            </div>
         }
+        .into_any(),
         None => view! { <div class=class data-role="notice">{footer}</div> }.into_any(),
+    }
+}
+
+/// The Copy button of a message: an answer copies as markdown, without its
+/// thinking section; a question as typed.
+#[cfg_attr(not(feature = "hydrate"), allow(unused_variables))]
+fn copy_button(content: ArcRwSignal<String>, answer: bool) -> impl IntoView {
+    let copy = move |_| {
+        #[cfg(feature = "hydrate")]
+        content.with_untracked(|t| {
+            crate::client::copy_text(if answer { split_think(t).2 } else { t })
+        });
+    };
+    let label = if answer {
+        "Copy the answer (markdown)"
+    } else {
+        "Copy the message"
+    };
+    view! {
+        <div class="msg-actions">
+            <button type="button" class="copy-message" data-testid="copy-message"
+                aria-label=label title=label on:click=copy>
+                "Copy"
+            </button>
+        </div>
     }
 }
 

@@ -87,9 +87,9 @@ impl Page {
         Some(chat)
     }
 
-    /// Keep `chat` in the library and write it (only it) to IndexedDB.
-    fn commit(&self, chat: Chat) {
-        let old_title = self.library.with_value(|l| {
+    /// Keep `chat` in the library (and the sidebar).
+    fn remember(&self, chat: &Chat) {
+        let old_key = self.library.with_value(|l| {
             l.get(&chat.id)
                 .map(|c| (c.display_title(), c.pinned, c.updated))
         });
@@ -97,28 +97,17 @@ impl Page {
         self.library.update_value(|l| {
             l.insert(chat.id.clone(), chat.clone());
         });
-        if old_title.as_ref() != Some(&new_key) {
+        if old_key.as_ref() != Some(&new_key) {
             self.refresh_summaries();
         }
         self.last_save.set_value(now());
+    }
+
+    /// Keep `chat` in the library and write it (only it) to IndexedDB.
+    fn commit(&self, chat: Chat) {
+        self.remember(&chat);
         #[cfg(feature = "hydrate")]
-        {
-            let storage_error = self.storage_error;
-            leptos::task::spawn_local(async move {
-                let Some(db) = crate::store::db() else {
-                    return;
-                };
-                match db.put(&chat).await {
-                    Ok(()) => {
-                        storage_error.set(None);
-                        crate::store::post(&crate::store::Change::Put { id: chat.id });
-                    }
-                    Err(e) => storage_error.set(Some(format!(
-                        "This chat could not be saved in the browser ({e}). Nothing saved before is lost, and this tab keeps the chat; it is saved again with the next change. Free some disk space or delete old chats."
-                    ))),
-                }
-            });
-        }
+        leptos::task::spawn_local(write(self.storage_error, chat));
     }
 
     /// Save the open chat now.
@@ -256,6 +245,23 @@ impl Page {
             }
         }
         self.refresh_summaries();
+    }
+}
+
+/// Write one chat to IndexedDB and tell the other tabs; a failure is shown.
+#[cfg(feature = "hydrate")]
+async fn write(storage_error: RwSignal<Option<String>>, chat: Chat) {
+    let Some(db) = crate::store::db() else {
+        return;
+    };
+    match db.put(&chat).await {
+        Ok(()) => {
+            storage_error.set(None);
+            crate::store::post(&crate::store::Change::Put { id: chat.id });
+        }
+        Err(e) => storage_error.set(Some(format!(
+            "This chat could not be saved in the browser ({e}). Nothing saved before is lost, and this tab keeps the chat; it is saved again with the next change. Free some disk space or delete old chats."
+        ))),
     }
 }
 
@@ -752,7 +758,11 @@ fn start_stream(
                 c.updated = now();
             }
         });
-        save_stream(page, &chat_id, &messages);
+        // The answer is stored before Send comes back.
+        if let Some(chat) = page.build(&chat_id, &messages) {
+            page.remember(&chat);
+            write(page.storage_error, chat).await;
+        }
         page.streaming.set(None);
         // The answer taught the server more about its prompt speed.
         if let Ok(list) = crate::client::fetch_models().await {

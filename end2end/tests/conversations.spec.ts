@@ -35,6 +35,26 @@ async function seed(page: Page, chats: object[]) {
   }, chats);
 }
 
+/** The titles of the chats stored in IndexedDB now. */
+async function storedTitles(page: Page): Promise<string[]> {
+  return page.evaluate(async () => {
+    const db: IDBDatabase = await new Promise((ok, fail) => {
+      const r = indexedDB.open('kinko', 1);
+      r.onsuccess = () => ok(r.result);
+      r.onerror = () => fail(r.error);
+    });
+    const all: string[] = await new Promise((ok) => {
+      const r = db.transaction('chats').objectStore('chats').getAll();
+      r.onsuccess = () => ok(r.result);
+    });
+    db.close();
+    return all.map((t) => {
+      const c = JSON.parse(t);
+      return c.title || c.messages[0]?.content;
+    }).sort();
+  });
+}
+
 function chat(id: string, title: string, messages: number, updated: number) {
   return {
     id, format: 1, title: '', renamed: false, model: 'fake:latest', pinned: false, created: updated, updated,
@@ -102,6 +122,7 @@ test('conversations: default model, new, switch, search, rename, pin, delete wit
   await expect(titles(page)).toHaveText(['Japan 2027']);
   await page.getByTestId('chat-undo').click();
   await expect(titles(page)).toHaveText(['Japan 2027', 'Rust lifetimes']);
+  await expect.poll(() => storedTitles(page)).toEqual(['Japan 2027', 'Rust lifetimes']);
 
   // Everything above survived in IndexedDB.
   await page.reload();
@@ -109,9 +130,10 @@ test('conversations: default model, new, switch, search, rename, pin, delete wit
   await expect(titles(page)).toHaveText(['Japan 2027', 'Rust lifetimes']);
   await expect(page.getByTestId('message')).toHaveCount(4);
 
-  // A delete without undo stays deleted.
+  // A delete without undo stays deleted: the record goes from IndexedDB.
   await page.getByTestId('chat-item').nth(1).getByTestId('chat-delete').click();
   await expect(page.getByTestId('message')).toHaveCount(0);
+  await expect.poll(() => storedTitles(page)).toEqual(['Japan 2027']);
   await page.reload();
   await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
   await expect(titles(page)).toHaveText(['Japan 2027']);
