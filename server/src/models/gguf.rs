@@ -43,14 +43,69 @@ pub fn dtype_name(dtype: GgmlDType) -> &'static str {
     }
 }
 
-/// Read the header of the GGUF file at `path`.
+/// Open `path` only if it is a regular file, without blocking on a FIFO or
+/// a device. Anything else (missing, unreadable, a directory, a device, a
+/// FIFO) is `NotFound`, one message for all, so the answer tells a client
+/// nothing about files it did not send.
+pub fn open_regular(path: &Path) -> Result<File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_found = || StoreError::NotFound(path.display().to_string());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_nonblock())
+        .open(path)
+        .map_err(|_| not_found())?;
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(file),
+        _ => Err(not_found()),
+    }
+}
+
+/// `O_NONBLOCK` on Linux (opening a FIFO for reading must not wait for a
+/// writer); reads of a regular file ignore it.
+const fn libc_o_nonblock() -> i32 {
+    0o4000
+}
+
+/// Check the GGUF file at `path` with kinko's own validator: a file that is
+/// not GGUF at all is `NotFound` (see [`open_regular`]); a broken one is
+/// `NotGguf` with one line saying what is wrong.
+pub fn validate(path: &Path) -> Result<File, StoreError> {
+    let file = open_regular(path)?;
+    let len = file
+        .metadata()
+        .map_err(|_| StoreError::NotFound(path.display().to_string()))?
+        .len();
+    let reader = file
+        .try_clone()
+        .map_err(|_| StoreError::NotFound(path.display().to_string()))?;
+    match super::validate::validate(reader, len) {
+        Ok(_) => Ok(file),
+        Err(super::validate::Refused::NotGguf) => {
+            Err(StoreError::NotFound(path.display().to_string()))
+        }
+        Err(super::validate::Refused::Invalid(reason)) => Err(StoreError::NotGguf {
+            path: path.display().to_string(),
+            reason,
+        }),
+    }
+}
+
+/// Read the header of the GGUF file at `path`, once it passed [`validate`].
 pub fn inspect(path: &Path) -> Result<GgufInfo, StoreError> {
     let not_gguf = |reason: String| StoreError::NotGguf {
         path: path.display().to_string(),
         reason,
     };
-    let file = File::open(path).map_err(|e| not_gguf(e.to_string()))?;
-    let content = Content::read(&mut BufReader::new(file)).map_err(|e| not_gguf(e.to_string()))?;
+    let mut file = validate(path)?;
+    std::io::Seek::rewind(&mut file)
+        .map_err(|_| StoreError::NotFound(path.display().to_string()))?;
+    let content = Content::read(&mut BufReader::new(file)).map_err(|e| {
+        // candle's errors may carry a backtrace: the log gets it, the
+        // client one line.
+        tracing::warn!(path = %path.display(), error = %e, "GGUF header not readable");
+        not_gguf("its header could not be read".into())
+    })?;
     let architecture = content
         .metadata
         .get("general.architecture")

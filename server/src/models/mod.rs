@@ -8,6 +8,7 @@ pub mod gguf;
 pub mod modelfile;
 pub mod pull;
 pub mod quantize;
+pub mod validate;
 
 use app::api::ModelSummary;
 use serde::{Deserialize, Serialize};
@@ -506,13 +507,52 @@ mod tests {
         let names: Vec<_> = store.list().into_iter().map(|m| m.manifest.name).collect();
         assert_eq!(names, vec!["tiny:1".to_string()]);
         assert!(store.get("tiny:1").unwrap().gguf_path().is_file());
-        // Not a GGUF file: refused, nothing listed.
+        // Not a GGUF file: refused with the same message as a missing
+        // file (nothing of its bytes), nothing listed.
         let junk = home.join("junk.gguf");
-        fs::write(&junk, b"not a model").unwrap();
-        assert!(matches!(
-            store.import("junk", &junk, None),
-            Err(StoreError::NotGguf { .. })
-        ));
+        fs::write(&junk, b"root:x:0:0").unwrap();
+        let refused = store.import("junk", &junk, None).unwrap_err();
+        let missing = store
+            .import("junk", &home.join("nothing-here"), None)
+            .unwrap_err();
+        assert!(matches!(refused, StoreError::NotFound(_)));
+        assert_eq!(
+            refused.to_string().replace("junk.gguf", "X"),
+            missing.to_string().replace("nothing-here", "X")
+        );
+        assert!(!refused.to_string().contains("root"));
+        // A directory and a FIFO: the same, and never blocking on the FIFO.
+        let fifo = home.join("fifo.gguf");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        for odd in [home.clone(), fifo] {
+            assert!(matches!(
+                store.import("odd", &odd, None),
+                Err(StoreError::NotFound(_))
+            ));
+        }
+        // A GGUF whose tensor lies past the end of the file: one line.
+        let broken = home.join("broken.gguf");
+        fs::write(
+            &broken,
+            crate::models::validate::tests::Crafted::new()
+                .kv_str("general.architecture", "llama")
+                .tensor("blk.0.attn_q.weight", &[32, 32], 0, 0)
+                .bytes(),
+        )
+        .unwrap();
+        match store.import("broken", &broken, None) {
+            Err(StoreError::NotGguf { reason, .. }) => {
+                assert_eq!(
+                    reason,
+                    "tensor blk.0.attn_q.weight ends past the end of the file"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(store.list().len(), 1);
         // Copy and remove.
         assert!(store.copy("tiny:1", "tiny-copy").unwrap());
