@@ -10,6 +10,7 @@ use axum::http::{header, Request, StatusCode};
 use common::{body_text, fake_state};
 use kinko::config::ServeConfig;
 use kinko::engine::fake::FakeConfig;
+use kinko::models::validate::craft::{string, Crafted};
 use kinko::models::ModelStore;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -20,44 +21,6 @@ fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn string(out: &mut Vec<u8>, s: &str) {
-    out.extend((s.len() as u64).to_le_bytes());
-    out.extend(s.as_bytes());
-}
-
-/// A GGUF header: `kv` raw metadata entries, `tensors` raw tensor entries.
-fn gguf(kv: &[Vec<u8>], tensors: &[Vec<u8>], data: usize) -> Vec<u8> {
-    let mut out = b"GGUF".to_vec();
-    out.extend(3u32.to_le_bytes());
-    out.extend((tensors.len() as u64).to_le_bytes());
-    out.extend((kv.len() as u64).to_le_bytes());
-    kv.iter().for_each(|e| out.extend(e));
-    tensors.iter().for_each(|e| out.extend(e));
-    while out.len() % 32 != 0 {
-        out.push(0);
-    }
-    out.extend(vec![0u8; data]);
-    out
-}
-
-fn kv_str(key: &str, value: &str) -> Vec<u8> {
-    let mut e = Vec::new();
-    string(&mut e, key);
-    e.extend(8u32.to_le_bytes());
-    string(&mut e, value);
-    e
-}
-
-fn tensor(name: &str, dims: &[u64], ty: u32, offset: u64) -> Vec<u8> {
-    let mut e = Vec::new();
-    string(&mut e, name);
-    e.extend((dims.len() as u32).to_le_bytes());
-    dims.iter().for_each(|d| e.extend(d.to_le_bytes()));
-    e.extend(ty.to_le_bytes());
-    e.extend(offset.to_le_bytes());
-    e
 }
 
 async fn create(app: &axum::Router, from: &Path) -> (StatusCode, Value) {
@@ -94,51 +57,47 @@ async fn crafted_ggufs_are_refused_with_one_line_and_never_listed() {
     let store = ModelStore::new(dir.join("home"));
     let (state, _, _) = fake_state(FakeConfig::default(), ServeConfig::default());
     let app = kinko::api_router(state.with_store(store.clone()));
-    let arch = kv_str("general.architecture", "llama");
+    let arch = || Crafted::new().kv_str("general.architecture", "llama");
     let mut huge = Vec::new();
     string(&mut huge, "general.name");
     huge.extend(8u32.to_le_bytes());
     huge.extend((1u64 << 60).to_le_bytes());
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+    let cases: Vec<(&str, Crafted, &str)> = vec![
         // Ollama CVE-2025-0315's shape: a string length of 2^60.
         (
             "huge-string",
-            gguf(&[huge], &[], 0),
+            Crafted::new().kv_raw(&huge),
             "declares 1152921504606846976 bytes",
         ),
         // "Bleeding Llama" (CVE-2026-7482): a tensor past the end.
         (
             "past-end",
-            gguf(
-                &[arch.clone()],
-                &[tensor("blk.0.attn_q.weight", &[32, 32], 0, 0)],
-                64,
-            ),
+            arch()
+                .tensor("blk.0.attn_q.weight", &[32, 32], 0, 0)
+                .data(64),
             "tensor blk.0.attn_q.weight ends past the end of the file",
         ),
         (
             "overflow",
-            gguf(
-                &[arch.clone()],
-                &[tensor("w", &[1 << 32, 1 << 32, 1 << 8], 0, 0)],
-                64,
-            ),
+            arch()
+                .tensor("w", &[1 << 32, 1 << 32, 1 << 8], 0, 0)
+                .data(64),
             "dimensions overflow 64 bits",
         ),
         (
             "dims",
-            gguf(&[arch.clone()], &[tensor("w", &[1; 64], 0, 0)], 64),
+            arch().tensor("w", &[1; 64], 0, 0).data(64),
             "declares 64 dimensions",
         ),
         (
             "unknown-type",
-            gguf(&[arch.clone()], &[tensor("w", &[256], 19, 0)], 256),
+            arch().tensor("w", &[256], 19, 0).data(256),
             "tensor w has unknown type 19",
         ),
     ];
     for (name, bytes, expected) in cases {
         let path = dir.join(format!("{name}.gguf"));
-        std::fs::write(&path, bytes).unwrap();
+        std::fs::write(&path, bytes.bytes()).unwrap();
         let (status, body) = create(&app, &path).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {body}");
         let text = error_text(&body);

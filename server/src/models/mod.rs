@@ -538,7 +538,7 @@ mod tests {
         let broken = home.join("broken.gguf");
         fs::write(
             &broken,
-            crate::models::validate::tests::Crafted::new()
+            crate::models::validate::craft::Crafted::new()
                 .kv_str("general.architecture", "llama")
                 .tensor("blk.0.attn_q.weight", &[32, 32], 0, 0)
                 .bytes(),

@@ -324,34 +324,41 @@ pub fn validate<R: Read + Seek>(r: R, len: u64) -> Result<Checked, Refused> {
     })
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use std::io::Cursor;
-
+/// Hand-made GGUF files, well-formed or hostile, for tests (kinko's own
+/// and the integration tests).
+pub mod craft {
     /// A GGUF builder for tests: metadata and tensor entries as raw parts.
     #[derive(Default)]
-    pub(crate) struct Crafted {
+    pub struct Crafted {
+        /// GGUF version written.
         pub version: u32,
+        /// Metadata entries, raw.
         pub kv: Vec<u8>,
+        /// Metadata count written (may lie).
         pub kv_count: u64,
+        /// Tensor entries, raw.
         pub tensors: Vec<u8>,
+        /// Tensor count written (may lie).
         pub tensor_count: u64,
+        /// Tensor data.
         pub data: Vec<u8>,
     }
 
-    fn string(out: &mut Vec<u8>, s: &str) {
+    /// Append a GGUF string.
+    pub fn string(out: &mut Vec<u8>, s: &str) {
         out.extend((s.len() as u64).to_le_bytes());
         out.extend(s.as_bytes());
     }
 
     impl Crafted {
+        /// A version-3 file with nothing in it.
         pub fn new() -> Self {
             Self {
                 version: 3,
                 ..Default::default()
             }
         }
+        /// Add a string entry.
         pub fn kv_str(mut self, key: &str, value: &str) -> Self {
             string(&mut self.kv, key);
             self.kv.extend(8u32.to_le_bytes());
@@ -359,6 +366,7 @@ pub(crate) mod tests {
             self.kv_count += 1;
             self
         }
+        /// Add a u32 entry.
         pub fn kv_u32(mut self, key: &str, value: u32) -> Self {
             string(&mut self.kv, key);
             self.kv.extend(4u32.to_le_bytes());
@@ -366,11 +374,13 @@ pub(crate) mod tests {
             self.kv_count += 1;
             self
         }
+        /// Add a raw metadata entry (counted).
         pub fn kv_raw(mut self, raw: &[u8]) -> Self {
             self.kv.extend(raw);
             self.kv_count += 1;
             self
         }
+        /// Add a tensor entry.
         pub fn tensor(mut self, name: &str, dims: &[u64], ty: u32, offset: u64) -> Self {
             string(&mut self.tensors, name);
             self.tensors.extend((dims.len() as u32).to_le_bytes());
@@ -382,10 +392,12 @@ pub(crate) mod tests {
             self.tensor_count += 1;
             self
         }
+        /// Add `n` bytes of tensor data.
         pub fn data(mut self, n: usize) -> Self {
             self.data = vec![0u8; n];
             self
         }
+        /// The file.
         pub fn bytes(&self) -> Vec<u8> {
             let mut out = Vec::new();
             out.extend(b"GGUF");
@@ -401,6 +413,13 @@ pub(crate) mod tests {
             out
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::craft::{string, Crafted};
+    use super::*;
+    use std::io::Cursor;
 
     fn check(c: &Crafted) -> Result<Checked, Refused> {
         let bytes = c.bytes();
