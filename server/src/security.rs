@@ -38,7 +38,18 @@ pub struct Security {
     allowed_origins: Vec<String>,
     /// `None`: any Host is accepted.
     allowed_hosts: Option<Vec<String>>,
+    /// Failed logins per client address: how many, since when.
+    failures:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
 }
+
+/// Wrong keys one client address may send to `/login` within
+/// [`LOGIN_WINDOW`]; past that, 429 until the window ends.
+pub const LOGIN_ATTEMPTS: u32 = 5;
+/// The window the failed logins are counted in.
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(600);
+/// Client addresses remembered at most (the oldest are forgotten first).
+const LOGIN_CLIENTS: usize = 10_000;
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
@@ -102,7 +113,39 @@ impl Security {
                 .map(|o| normalize_origin(o))
                 .collect(),
             allowed_hosts,
+            failures: Default::default(),
         }
+    }
+
+    /// Seconds until `ip` may try a key again, if it is locked out now.
+    fn locked_out(&self, ip: std::net::IpAddr) -> Option<u64> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, since) = failures.get(&ip)?;
+        let left = LOGIN_WINDOW.checked_sub(since.elapsed())?;
+        (*count >= LOGIN_ATTEMPTS).then(|| left.as_secs().max(1))
+    }
+
+    /// Count a wrong key from `ip`.
+    fn failed_login(&self, ip: std::net::IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.retain(|_, (_, since)| since.elapsed() < LOGIN_WINDOW);
+        if failures.len() >= LOGIN_CLIENTS {
+            if let Some(oldest) = failures
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| *k)
+            {
+                failures.remove(&oldest);
+            }
+        }
+        let entry = failures.entry(ip).or_insert((0, std::time::Instant::now()));
+        entry.0 += 1;
+    }
+
+    /// A right key from `ip`: its count starts over.
+    fn good_login(&self, ip: std::net::IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(&ip);
     }
 
     /// Whether an API key is required.
@@ -271,11 +314,30 @@ struct LoginForm {
 
 async fn login(
     State(sec): State<Arc<Security>>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<crate::net::ClientConn>>>,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
     let Some(key) = &sec.api_key_digest else {
         return Redirect::to("/").into_response();
     };
+    let ip = client
+        .map(|c| c.0 .0.addr.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    if let Some(secs) = sec.locked_out(ip) {
+        tracing::warn!(client = %ip, "login refused: too many wrong keys");
+        let mut resp = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Html(login_html(Some(&format!(
+                "Too many wrong keys from this address. Try again in {} minute{}.",
+                secs.div_ceil(60),
+                if secs.div_ceil(60) == 1 { "" } else { "s" }
+            )))),
+        )
+            .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return resp;
+    }
     let form = match form {
         Ok(Form(form)) => form,
         Err(rejection) => {
@@ -287,6 +349,7 @@ async fn login(
         }
     };
     if !same_secret(form.key.trim(), key) {
+        sec.failed_login(ip);
         // Slow down guessing.
         tokio::time::sleep(Duration::from_millis(300)).await;
         return (
@@ -295,6 +358,7 @@ async fn login(
         )
             .into_response();
     }
+    sec.good_login(ip);
     let cookie = format!(
         "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age=2592000",
         sec.session_value

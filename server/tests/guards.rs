@@ -493,3 +493,30 @@ async fn the_model_list_names_the_default_model_for_new_chats() {
     assert_eq!(v["default_model"], "fake:latest");
     assert_eq!(ServeConfig::default().default_model, "smollm2:135m");
 }
+
+#[tokio::test]
+async fn after_five_wrong_keys_a_client_gets_429_with_retry_after() {
+    let (state, _, _) = fake_state(FakeConfig::default(), keyed());
+    let app = kinko::router(state);
+    let login = |key: &str| {
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("key={key}")))
+            .unwrap()
+    };
+    for attempt in 1..=kinko::security::LOGIN_ATTEMPTS {
+        let resp = app.clone().oneshot(login("a-wrong-guess")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+    // Locked out now, even with the right key.
+    let resp = app.clone().oneshot(login("sesame-open-up")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0 && retry <= kinko::security::LOGIN_WINDOW.as_secs());
+    assert!(resp.headers().get(header::SET_COOKIE).is_none());
+    assert!(body_text(resp).await.contains("Too many wrong keys"));
+}
