@@ -231,7 +231,12 @@ impl Page {
                     self.window_from
                         .set(messages.len().saturating_sub(from_end.max(WINDOW)));
                     self.live.set(messages);
-                    self.model.set(chat.model.unwrap_or_default());
+                    self.model.set(chat.model.unwrap_or_else(|| {
+                        starting_model(
+                            &self.models.get_untracked(),
+                            &self.default_model.get_untracked(),
+                        )
+                    }));
                     self.num_ctx.set(chat.num_ctx);
                 }
             }
