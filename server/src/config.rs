@@ -250,6 +250,10 @@ pub struct ServeConfig {
     /// to the first installed model when this one is not installed).
     #[arg(long, env = "KINKO_DEFAULT_MODEL", default_value = DEFAULT_MODEL)]
     pub default_model: String,
+    /// The largest model file a pull accepts, in bytes, whether or not the
+    /// server announces a length (default 64 GiB).
+    #[arg(long, env = "KINKO_MAX_PULL_BYTES", default_value_t = 64 << 30)]
+    pub max_pull_bytes: u64,
     /// Fake engine: the models it serves (comma-separated).
     #[arg(
         long,

@@ -232,3 +232,43 @@ async fn a_wrong_digest_installs_nothing() {
     let (status, lines) = pull(&app, json!({"model": "not-a-url"})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{lines:?}");
 }
+
+/// A body that never ends and announces no length.
+async fn endless() -> Response {
+    let chunk = axum::body::Bytes::from(vec![0x47u8; 64 * 1024]);
+    let stream = futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+    Body::from_stream(stream).into_response()
+}
+
+#[tokio::test]
+async fn an_endless_download_stops_at_the_cap_and_leaves_nothing() {
+    let dir = std::env::temp_dir().join(format!("kinko-pull-endless-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let app = Router::new().route("/endless.gguf", get(endless));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let store = ModelStore::new(dir.join("home"));
+    let config = ServeConfig {
+        max_pull_bytes: 1 << 20,
+        ..ServeConfig::default()
+    };
+    let (state, _, _) = fake_state(FakeConfig::default(), config);
+    let kinko = kinko::api_router(state.with_store(store.clone()));
+    let (_, lines) = pull(
+        &kinko,
+        json!({"model": format!("http://{addr}/endless.gguf"), "name": "endless"}),
+    )
+    .await;
+    let error = lines.last().unwrap()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("larger than the pull limit of 1048576 bytes"),
+        "{error}"
+    );
+    assert!(store.list().is_empty());
+    let leftovers = std::fs::read_dir(store.root().join(".downloads"))
+        .unwrap()
+        .count();
+    assert_eq!(leftovers, 0, "the partial file is deleted");
+}

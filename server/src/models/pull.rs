@@ -150,24 +150,54 @@ async fn hash_file(path: &Path) -> Result<String, PullError> {
         .map_err(PullError::Store)
 }
 
-/// Download `spec` into `store`, reporting progress on `progress`.
+/// Redirects a download may follow.
+const MAX_REDIRECTS: usize = 5;
+
+/// Download `spec` into `store`, reporting progress on `progress`. At most
+/// `max_bytes` are accepted, announced or not. A download that fails keeps
+/// its partial file only when it can really be resumed (its length and
+/// digest are known); otherwise the partial file is deleted.
 pub async fn pull(
     store: &ModelStore,
     spec: &PullSpec,
     quantize: Option<quantize::Target>,
+    max_bytes: u64,
     progress: mpsc::UnboundedSender<PullEvent>,
 ) -> Result<ImportOutcome, PullError> {
     let partial = partial_path(store, &spec.url);
+    let result = download(store, spec, quantize, max_bytes, &partial, progress).await;
+    if let Err((e, keep)) = &result {
+        if !keep {
+            let _ = tokio::fs::remove_file(&partial).await;
+        }
+        tracing::warn!(url = %spec.url, error = %e, kept_partial = keep, "pull failed");
+    }
+    result.map_err(|(e, _)| e)
+}
+
+/// The download itself; an error says whether the partial file may stay.
+async fn download(
+    store: &ModelStore,
+    spec: &PullSpec,
+    quantize: Option<quantize::Target>,
+    max_bytes: u64,
+    partial: &Path,
+    progress: mpsc::UnboundedSender<PullEvent>,
+) -> Result<ImportOutcome, (PullError, bool)> {
+    let drop_it = |e: PullError| (e, false);
     if let Some(dir) = partial.parent() {
         tokio::fs::create_dir_all(dir)
             .await
-            .map_err(|e| PullError::Http(format!("create {}: {e}", dir.display())))?;
+            .map_err(|e| drop_it(PullError::Http(format!("create {}: {e}", dir.display()))))?;
     }
-    let have = tokio::fs::metadata(&partial)
+    let have = tokio::fs::metadata(partial)
         .await
         .map(|m| m.len())
         .unwrap_or(0);
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .build()
+        .map_err(|e| drop_it(PullError::Http(e.to_string())))?;
     let mut req = client.get(&spec.url);
     if have > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
@@ -175,13 +205,16 @@ pub async fn pull(
     let resp = req
         .send()
         .await
-        .map_err(|e| PullError::Http(e.to_string()))?;
+        .map_err(|e| (PullError::Http(e.to_string()), have > 0))?;
     let status = resp.status();
     let resuming = status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0;
     if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
         // The partial file is already whole.
     } else if !status.is_success() {
-        return Err(PullError::Http(format!("{} answered {status}", spec.url)));
+        return Err(drop_it(PullError::Http(format!(
+            "{} answered {status}",
+            spec.url
+        ))));
     }
     // A Hugging Face LFS file names its SHA-256 in X-Linked-Etag.
     let expected = spec.sha256.clone().or_else(|| {
@@ -191,52 +224,72 @@ pub async fn pull(
             .map(|v| v.trim_matches('"').to_ascii_lowercase())
             .filter(|v| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()))
     });
+    let too_big = || {
+        drop_it(PullError::Http(format!(
+            "the file is larger than the pull limit of {max_bytes} bytes (--max-pull-bytes)"
+        )))
+    };
     if status != reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
         let start = if resuming { have } else { 0 };
-        let total = resp.content_length().map(|n| n + start);
+        let total = resp.content_length().map(|n| n.saturating_add(start));
+        if total.is_some_and(|t| t > max_bytes) {
+            return Err(too_big());
+        }
+        // Resumable later only with a known length and digest.
+        let resumable = total.is_some() && expected.is_some();
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(resuming)
             .write(true)
             .truncate(!resuming)
-            .open(&partial)
+            .open(partial)
             .await
-            .map_err(|e| PullError::Http(format!("open {}: {e}", partial.display())))?;
+            .map_err(|e| drop_it(PullError::Http(format!("open {}: {e}", partial.display()))))?;
         let mut completed = start;
         let _ = progress.send(PullEvent::Progress { completed, total });
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| PullError::Http(format!("the download broke off: {e}")))?;
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| PullError::Http(format!("write {}: {e}", partial.display())))?;
-            completed += chunk.len() as u64;
+            let chunk = chunk.map_err(|e| {
+                (
+                    PullError::Http(format!("the download broke off: {e}")),
+                    resumable,
+                )
+            })?;
+            completed = completed.saturating_add(chunk.len() as u64);
+            if completed > max_bytes || total.is_some_and(|t| completed > t) {
+                return Err(too_big());
+            }
+            file.write_all(&chunk).await.map_err(|e| {
+                drop_it(PullError::Http(format!("write {}: {e}", partial.display())))
+            })?;
             let _ = progress.send(PullEvent::Progress { completed, total });
         }
         file.flush()
             .await
-            .map_err(|e| PullError::Http(format!("write {}: {e}", partial.display())))?;
+            .map_err(|e| drop_it(PullError::Http(format!("write {}: {e}", partial.display()))))?;
         if let Some(t) = total {
             if completed != t {
-                return Err(PullError::Http(format!("got {completed} of {t} bytes")));
+                return Err((
+                    PullError::Http(format!("got {completed} of {t} bytes")),
+                    resumable,
+                ));
             }
         }
     }
     let _ = progress.send(PullEvent::Verifying);
-    let actual = hash_file(&partial).await?;
+    let actual = hash_file(partial).await.map_err(drop_it)?;
     if let Some(expected) = expected {
         if expected != actual {
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(PullError::Digest { expected, actual });
+            return Err(drop_it(PullError::Digest { expected, actual }));
         }
     }
     let _ = progress.send(PullEvent::Installing);
-    let (store2, name, path) = (store.clone(), spec.name.clone(), partial.clone());
+    let (store2, name, path) = (store.clone(), spec.name.clone(), partial.to_path_buf());
     let outcome = tokio::task::spawn_blocking(move || store2.import(&name, &path, quantize))
         .await
-        .map_err(|e| PullError::Http(e.to_string()))??;
-    let _ = tokio::fs::remove_file(&partial).await;
+        .map_err(|e| drop_it(PullError::Http(e.to_string())))?
+        .map_err(|e| drop_it(PullError::Store(e)))?;
+    let _ = tokio::fs::remove_file(partial).await;
     Ok(outcome)
 }
 

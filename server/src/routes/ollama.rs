@@ -729,9 +729,10 @@ async fn pull(
         }),
         other => OllamaError(ApiError::Unavailable(other.to_string())),
     };
+    let max_bytes = state.config.max_pull_bytes;
     if body.stream == Some(false) {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        download(&store, &spec, quantize, tx)
+        download(&store, &spec, quantize, state.config.max_pull_bytes, tx)
             .await
             .map_err(failed)?;
         return Ok(Json(json!({"status": "success"})).into_response());
@@ -739,7 +740,7 @@ async fn pull(
     let lines = async_stream::stream! {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         yield json!({"status": format!("pulling {}", spec.url)});
-        let work = download(&store, &spec, quantize, tx);
+        let work = download(&store, &spec, quantize, max_bytes, tx);
         tokio::pin!(work);
         let result = loop {
             tokio::select! {
