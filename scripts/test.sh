@@ -58,3 +58,6 @@ e2e_passed="$(sed -n 's/^ *\([0-9]*\) passed.*/\1/p' "$logs/e2e.log" | tail -1)"
 e2e_failed="$(sed -n 's/^ *\([0-9]*\) failed.*/\1/p' "$logs/e2e.log" | tail -1)"
 log "cargo and client tests: $passed passed, $failed failed; browser tests: ${e2e_passed:-0} passed, ${e2e_failed:-0} failed"
 echo "$((passed + ${e2e_passed:-0})) passed, $((failed + ${e2e_failed:-0})) failed"
+# Every failure above already stops the script; this catches a tier that
+# ran but reported a failure without a failing exit status.
+[ "$((failed + ${e2e_failed:-0}))" -eq 0 ]

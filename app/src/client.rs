@@ -203,7 +203,7 @@ pub fn on_next_frame(f: impl FnOnce() + 'static) {
     }
 }
 
-/// Read the earlier versions' localStorage value, if any.
+/// The localStorage value under `key`, if any.
 pub fn local_item(key: &str) -> Option<String> {
     web_sys::window()?
         .local_storage()
@@ -213,7 +213,10 @@ pub fn local_item(key: &str) -> Option<String> {
 }
 
 thread_local! {
+    /// Per-delta timings, when the benchmark asked for them.
     static BENCH: RefCell<Option<Vec<f64>>> = const { RefCell::new(None) };
+    /// When the batch of deltas being applied began.
+    static DELTA_START: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
 }
 
 /// The benchmark asks for per-delta timings with `localStorage["kinko.bench"]`.
@@ -234,10 +237,6 @@ pub fn bench_start() {
         }
         get.forget();
     }
-}
-
-thread_local! {
-    static DELTA_START: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
 }
 
 /// A batch of deltas is being applied (start of its main-thread time).
@@ -315,7 +314,7 @@ pub fn keep_scroll_after_growth(old_height: i32) {
 }
 
 /// Scroll to the end of the conversation.
-pub fn scroll_conversation(_force: bool) {
+pub fn scroll_conversation() {
     if let Some(el) = conversation() {
         el.set_scroll_top(el.scroll_height());
     }
@@ -342,13 +341,7 @@ pub fn copy_code_clicked(ev: &web_sys::MouseEvent) {
     if let Some(code) = code {
         copy_text(&code);
         button.set_text_content(Some("Copied"));
-        let reset = wasm_bindgen::closure::Closure::once_into_js(move || {
-            button.set_text_content(Some("Copy"));
-        });
-        if let Some(w) = web_sys::window() {
-            let _ = w
-                .set_timeout_with_callback_and_timeout_and_arguments_0(reset.unchecked_ref(), 1500);
-        }
+        after(1500, move || button.set_text_content(Some("Copy")));
     }
 }
 

@@ -81,9 +81,9 @@ impl Page {
     }
 
     /// The stored form of chat `id` with these messages.
-    fn build(&self, id: &str, messages: &[LiveMessage]) -> Option<Chat> {
+    fn build(&self, id: &str, messages: Vec<UiMessage>) -> Option<Chat> {
         let mut chat = self.library.with_value(|l| l.get(id).cloned())?;
-        chat.messages = messages.iter().map(LiveMessage::snapshot).collect();
+        chat.messages = messages;
         Some(chat)
     }
 
@@ -110,15 +110,6 @@ impl Page {
         leptos::task::spawn_local(write(self.storage_error, chat));
     }
 
-    /// Save the open chat now.
-    fn save_current(&self) {
-        if let Some(id) = self.current.get_untracked() {
-            if let Some(chat) = self.live.with_untracked(|m| self.build(&id, m)) {
-                self.commit(chat);
-            }
-        }
-    }
-
     /// Change the open chat's settings (model, context size) when they
     /// differ from what is stored.
     fn save_settings(&self) {
@@ -143,8 +134,9 @@ impl Page {
         crate::client::abort_current();
     }
 
-    fn show(&self, chat: Option<&Chat>) {
-        self.stop_stream();
+    /// Put `chat`'s messages and settings on the page (an empty new chat
+    /// for `None`), rendering at least the last `keep` messages.
+    fn load(&self, chat: Option<&Chat>, keep: usize) {
         let messages: Vec<LiveMessage> = chat
             .map(|c| {
                 c.messages
@@ -154,15 +146,21 @@ impl Page {
                     .collect()
             })
             .unwrap_or_default();
-        self.window_from.set(messages.len().saturating_sub(WINDOW));
+        self.window_from.set(messages.len().saturating_sub(keep));
         self.live.set(messages);
-        let start = starting_model(
-            &self.models.get_untracked(),
-            &self.default_model.get_untracked(),
-        );
-        self.model
-            .set(chat.and_then(|c| c.model.clone()).unwrap_or(start));
+        let model = chat.and_then(|c| c.model.clone()).unwrap_or_else(|| {
+            starting_model(
+                &self.models.get_untracked(),
+                &self.default_model.get_untracked(),
+            )
+        });
+        self.model.set(model);
         self.num_ctx.set(chat.and_then(|c| c.num_ctx));
+    }
+
+    fn show(&self, chat: Option<&Chat>) {
+        self.stop_stream();
+        self.load(chat, WINDOW);
         self.current.set(chat.map(|c| c.id.clone()));
         #[cfg(feature = "hydrate")]
         crate::client::remember_open_chat(chat.map(|c| c.id.as_str()));
@@ -221,23 +219,9 @@ impl Page {
                     l.insert(chat.id.clone(), chat.clone());
                 });
                 if open && self.streaming.get_untracked().is_none() {
-                    let from_end =
+                    let shown =
                         self.live.with_untracked(Vec::len) - self.window_from.get_untracked();
-                    let messages: Vec<LiveMessage> = chat
-                        .messages
-                        .into_iter()
-                        .map(LiveMessage::from_saved)
-                        .collect();
-                    self.window_from
-                        .set(messages.len().saturating_sub(from_end.max(WINDOW)));
-                    self.live.set(messages);
-                    self.model.set(chat.model.unwrap_or_else(|| {
-                        starting_model(
-                            &self.models.get_untracked(),
-                            &self.default_model.get_untracked(),
-                        )
-                    }));
-                    self.num_ctx.set(chat.num_ctx);
+                    self.load(Some(&chat), shown.max(WINDOW));
                 }
             }
             None => {
@@ -270,6 +254,11 @@ async fn write(storage_error: RwSignal<Option<String>>, chat: Chat) {
     }
 }
 
+/// The stored form of these messages now.
+fn snapshot(messages: &[LiveMessage]) -> Vec<UiMessage> {
+    messages.iter().map(LiveMessage::snapshot).collect()
+}
+
 fn now() -> f64 {
     #[cfg(feature = "hydrate")]
     return crate::client::now_ms();
@@ -279,7 +268,7 @@ fn now() -> f64 {
 
 fn scroll_to_bottom() {
     #[cfg(feature = "hydrate")]
-    crate::client::on_next_frame(|| crate::client::scroll_conversation(true));
+    crate::client::on_next_frame(crate::client::scroll_conversation);
 }
 
 /// The chat page.
@@ -432,11 +421,10 @@ pub fn ChatPage() -> AnyView {
                 ..Default::default()
             }))
         });
+        let mut stored = live.with_untracked(|m| snapshot(m));
         let request = ChatRequest {
             model: model_name,
-            messages: live.with_untracked(|m| {
-                history_for_request(&m.iter().map(LiveMessage::snapshot).collect::<Vec<_>>())
-            }),
+            messages: history_for_request(&stored),
             options: ChatOptions {
                 num_ctx: num_ctx.get_untracked(),
                 ..ChatOptions::default()
@@ -448,7 +436,10 @@ pub fn ChatPage() -> AnyView {
             ..Default::default()
         });
         live.update(|m| m.push(answer.clone()));
-        page.save_current();
+        stored.push(answer.snapshot());
+        if let Some(chat) = page.build(&id, stored) {
+            page.commit(chat);
+        }
         streaming.set(Some(id.clone()));
         scroll_to_bottom();
         start_stream(page, id, live.get_untracked(), request, answer);
@@ -678,7 +669,7 @@ fn start_stream(
                 let stick = crate::client::conversation_at_bottom();
                 answer.content.update(|c| c.push_str(&text));
                 if stick {
-                    crate::client::on_next_frame(|| crate::client::scroll_conversation(false));
+                    crate::client::on_next_frame(crate::client::scroll_conversation);
                 }
             }
             if !final_flush && now() - page.last_save.get_value() >= SAVE_EVERY_MS {
@@ -764,7 +755,7 @@ fn start_stream(
             }
         });
         // The answer is stored before Send comes back.
-        if let Some(chat) = page.build(&chat_id, &messages) {
+        if let Some(chat) = page.build(&chat_id, snapshot(&messages)) {
             page.remember(&chat);
             write(page.storage_error, chat).await;
         }
@@ -780,7 +771,7 @@ fn start_stream(
 /// or not the chat is still the one open).
 #[cfg(feature = "hydrate")]
 fn save_stream(page: Page, chat_id: &str, messages: &[LiveMessage]) {
-    if let Some(chat) = page.build(chat_id, messages) {
+    if let Some(chat) = page.build(chat_id, snapshot(messages)) {
         page.commit(chat);
     }
 }

@@ -171,14 +171,17 @@ async fn fallback(uri: Uri, State(state): State<AppState>, req: Request<Body>) -
     if path.starts_with("/api/") || path.starts_with("/v1/") || path == "/metrics" {
         return ApiError::NotFound(path.to_string()).into_response();
     }
-    let handler = leptos_axum::file_and_error_handler::<AppState, _>(csp::page_shell);
-    let response = handler(uri, State(state), req).await;
-    if response.status() == axum::http::StatusCode::NOT_FOUND {
-        return (
+    // A static file of the UI bundle, or the not-found page (the chat page
+    // lives at `/` only, so nothing is rendered for other paths).
+    let files = tower_http::services::ServeDir::new(state.leptos_options.site_root.as_ref());
+    match tower::ServiceExt::oneshot(files, req).await {
+        Ok(response) if response.status() != axum::http::StatusCode::NOT_FOUND => {
+            response.map(Body::new)
+        }
+        _ => (
             axum::http::StatusCode::NOT_FOUND,
             axum::response::Html(NOT_FOUND_PAGE),
         )
-            .into_response();
+            .into_response(),
     }
-    response
 }

@@ -7,7 +7,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use common::{body_text, fake_state};
+use common::{body_text, fake_state, temp_dir};
 use kinko::config::ServeConfig;
 use kinko::engine::fake::FakeConfig;
 use kinko::models::validate::craft::{string, Crafted};
@@ -16,11 +16,13 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use tower::ServiceExt;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kinko-hostile-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A directory of its own, an empty store in it, and the API over that store.
+fn with_store(tag: &str) -> (PathBuf, ModelStore, axum::Router) {
+    let dir = temp_dir(&format!("hostile-{tag}"));
+    let store = ModelStore::new(dir.join("home"));
+    let (state, _, _) = fake_state(FakeConfig::default(), ServeConfig::default());
+    let app = kinko::api_router(state.with_store(store.clone()));
+    (dir, store, app)
 }
 
 async fn create(app: &axum::Router, from: &Path) -> (StatusCode, Value) {
@@ -53,10 +55,7 @@ fn error_text(v: &Value) -> String {
 
 #[tokio::test]
 async fn crafted_ggufs_are_refused_with_one_line_and_never_listed() {
-    let dir = temp_dir("ggufs");
-    let store = ModelStore::new(dir.join("home"));
-    let (state, _, _) = fake_state(FakeConfig::default(), ServeConfig::default());
-    let app = kinko::api_router(state.with_store(store.clone()));
+    let (dir, store, app) = with_store("ggufs");
     let arch = || Crafted::new().kv_str("general.architecture", "llama");
     let mut huge = Vec::new();
     string(&mut huge, "general.name");
@@ -112,10 +111,7 @@ async fn crafted_ggufs_are_refused_with_one_line_and_never_listed() {
 
 #[tokio::test]
 async fn server_side_paths_are_not_an_oracle() {
-    let dir = temp_dir("paths");
-    let store = ModelStore::new(dir.join("home"));
-    let (state, _, _) = fake_state(FakeConfig::default(), ServeConfig::default());
-    let app = kinko::api_router(state.with_store(store.clone()));
+    let (dir, store, app) = with_store("paths");
     let secret = dir.join("shadow");
     std::fs::write(&secret, b"root:$6$salt$hash:19000:0:99999:7:::\n").unwrap();
     let fifo = dir.join("fifo");

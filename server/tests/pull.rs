@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use common::{body_text, fake_state};
+use common::{body_text, fake_state, temp_dir};
 use kinko::config::ServeConfig;
 use kinko::engine::fake::FakeConfig;
 use kinko::models::ModelStore;
@@ -91,15 +91,8 @@ async fn file_server(files: Arc<Files>) -> String {
     format!("http://{addr}")
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kinko-pull-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 async fn setup(tag: &str) -> (axum::Router, ModelStore, Arc<Files>, String) {
-    let dir = temp_dir(tag);
+    let dir = temp_dir(&format!("pull-{tag}"));
     let gguf = dir.join("tiny.gguf");
     kinko::models::gguf::write_tiny_test_model(&gguf).unwrap();
     let sha256: String = Sha256::digest(std::fs::read(&gguf).unwrap())
@@ -242,9 +235,7 @@ async fn endless() -> Response {
 
 #[tokio::test]
 async fn an_endless_download_stops_at_the_cap_and_leaves_nothing() {
-    let dir = std::env::temp_dir().join(format!("kinko-pull-endless-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("pull-endless");
     let app = Router::new().route("/endless.gguf", get(endless));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -46,25 +46,20 @@ pub fn dtype_name(dtype: GgmlDType) -> &'static str {
 /// Open `path` only if it is a regular file, without blocking on a FIFO or
 /// a device. Anything else (missing, unreadable, a directory, a device, a
 /// FIFO) is `NotFound`, one message for all, so the answer tells a client
-/// nothing about files it did not send.
+/// nothing about files it did not send. `O_NONBLOCK`: opening a FIFO must
+/// not wait for a writer (reads of a regular file ignore the flag).
 pub fn open_regular(path: &Path) -> Result<File, StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
     let not_found = || StoreError::NotFound(path.display().to_string());
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc_o_nonblock())
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|_| not_found())?;
     match file.metadata() {
         Ok(m) if m.is_file() => Ok(file),
         _ => Err(not_found()),
     }
-}
-
-/// `O_NONBLOCK` on Linux (opening a FIFO for reading must not wait for a
-/// writer); reads of a regular file ignore it.
-const fn libc_o_nonblock() -> i32 {
-    0o4000
 }
 
 /// Check the GGUF file at `path` with kinko's own validator: a file that is

@@ -74,3 +74,12 @@ pub async fn spawn_server(state: AppState) -> std::net::SocketAddr {
     });
     addr
 }
+
+/// A fresh, empty directory for one test: `kinko-<tag>-<pid>` under the
+/// system's temporary directory.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("kinko-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
