@@ -208,6 +208,11 @@ pub struct ServeConfig {
     /// cut and its generation cancelled (a client that stopped reading).
     #[arg(long, env = "KINKO_CLIENT_WRITE_TIMEOUT", default_value_t = 30.0)]
     pub client_write_timeout_secs: f64,
+    /// Seconds a client has to send a request's headers, counted from when
+    /// the server starts waiting for them (a new or an idle kept-alive
+    /// connection); then the connection is closed (slowloris).
+    #[arg(long, env = "KINKO_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
+    pub header_read_timeout_secs: f64,
     /// Generations running at once per model.
     #[arg(long, env = "KINKO_MAX_CONCURRENT", default_value_t = 4)]
     pub max_concurrent_per_model: usize,
@@ -304,6 +309,10 @@ impl ServeConfig {
     /// How long a blocked write to a client may last.
     pub fn client_write_timeout(&self) -> Duration {
         secs(self.client_write_timeout_secs)
+    }
+    /// How long a client may take to send a request's headers.
+    pub fn header_read_timeout(&self) -> Duration {
+        secs(self.header_read_timeout_secs)
     }
 
     /// The API key from `--api-key` or `--api-key-file`, if any.

@@ -142,10 +142,84 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// The longest error message a client is shown.
+const MAX_MESSAGE: usize = 400;
+
+/// What a client may see of an error message: its first line only (a
+/// backtrace never follows), each Rust path (`candle_core::error::Error`)
+/// cut to its last name, at most [`MAX_MESSAGE`] bytes. The whole text
+/// belongs in the server log.
+pub fn public_message(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    // `a::b` is a path when `::` joins a name (or `>`) to a name (or `<`);
+    // `[::1]:80` is not.
+    let is_path = |word: &str| {
+        word.match_indices("::").any(|(at, _)| {
+            let before = word[..at].chars().next_back();
+            let after = word[at + 2..].chars().next();
+            before.is_some_and(|c| ident(c) || c == '>')
+                && after.is_some_and(|c| ident(c) || c == '<')
+        })
+    };
+    let words: Vec<&str> = line
+        .split(' ')
+        .map(|w| match w.rsplit_once("::") {
+            Some((_, last)) if is_path(w) => last,
+            _ => w,
+        })
+        .collect();
+    let mut out = words.join(" ").trim().to_string();
+    if out.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+/// Every string in an error body, through [`public_message`].
+fn scrub(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => *s = public_message(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(scrub),
+        serde_json::Value::Object(map) => map.values_mut().for_each(scrub),
+        _ => {}
+    }
+}
+
+impl From<crate::models::StoreError> for ApiError {
+    /// Client mistakes are 422s saying what is wrong; file-system trouble is
+    /// a 500 whose details (server paths) stay in the log.
+    fn from(err: crate::models::StoreError) -> Self {
+        use crate::models::StoreError;
+        match err {
+            StoreError::InvalidName(_)
+            | StoreError::InvalidDigest(_)
+            | StoreError::NotGguf { .. }
+            | StoreError::NotFound(_) => ApiError::invalid(err.to_string()),
+            StoreError::Io { .. } => {
+                tracing::error!(error = %err, "model store failure");
+                ApiError::Engine("the model store could not be changed (see the server log)".into())
+            }
+        }
+    }
+}
+
+/// A blocking task that died (a panic): the details go to the log.
+pub fn task_failed(err: tokio::task::JoinError) -> ApiError {
+    tracing::error!(error = %err, "a blocking task failed");
+    ApiError::Engine("internal error (see the server log)".into())
+}
+
 impl ApiError {
     /// This error's status, `Retry-After` and log line, with `body` (each
-    /// API writes errors in its own shape).
-    pub fn respond_with(self, body: serde_json::Value) -> Response {
+    /// API writes errors in its own shape). Every string in `body` goes
+    /// through [`public_message`].
+    pub fn respond_with(self, mut body: serde_json::Value) -> Response {
         let status = self.status();
         let retry_after = match &self {
             ApiError::Busy { retry_after, .. } => Some(*retry_after),
@@ -157,6 +231,7 @@ impl ApiError {
         } else if status.is_server_error() {
             tracing::error!(code = self.code(), error = %self, "request failed");
         }
+        scrub(&mut body);
         let mut response = (status, Json(body)).into_response();
         if let Some(secs) = retry_after {
             response
@@ -189,5 +264,33 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let Json(value) = Json::<T>::from_request(req, state).await?;
         Ok(ApiJson(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_message;
+
+    #[test]
+    fn clients_see_one_line_without_rust_paths() {
+        let leaky = "cannot find tensor token_embd.weight\n   0: candle_core::error::Error::bt\n             at /rustc/abc/library/std/src/backtrace.rs:331:13";
+        assert_eq!(
+            public_message(leaky),
+            "cannot find tensor token_embd.weight"
+        );
+        assert_eq!(
+            public_message("load failed: candle_core::error::Error::WithBacktrace { inner }"),
+            "load failed: WithBacktrace { inner }"
+        );
+        let generic = public_message("at mistralrs_core::pipeline::<impl Foo>::load: bad");
+        assert!(!generic.contains("::"), "{generic}");
+        assert_eq!(
+            public_message("cannot connect to [::1]:8080"),
+            "cannot connect to [::1]:8080"
+        );
+        assert_eq!(public_message("model `a:b` is busy"), "model `a:b` is busy");
+        let long = "x".repeat(5000);
+        assert!(public_message(&long).len() <= 400 + '…'.len_utf8());
+        assert_eq!(public_message("\n\n  second line  \nthird"), "second line");
     }
 }

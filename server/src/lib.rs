@@ -123,14 +123,47 @@ fn api_routes() -> Router<AppState> {
 }
 
 /// The layers every request passes: Host and Origin checks (outermost), CORS
-/// for allowed origins, the API key, and the body limit.
+/// for allowed origins, a body announced over the limit refused, the API
+/// key, and the body limit while reading.
 fn secured(router: Router, state: &AppState) -> Router {
     let sec = state.security.clone();
     router
         .layer(from_fn_with_state(sec.clone(), security::require_key))
+        .layer(from_fn_with_state(
+            state.config.body_limit,
+            refuse_announced_oversize,
+        ))
         .layer(sec.cors_layer())
         .layer(from_fn_with_state(sec, security::check_host_and_origin))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
+}
+
+/// A request whose `Content-Length` announces more than the body limit gets
+/// 413 at once, before any of its body is read, and its connection closes.
+async fn refuse_announced_oversize(
+    State(limit): State<usize>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match announced {
+        Some(n) if n > limit as u64 => {
+            let err = ApiError::PayloadTooLarge(format!(
+                "the request body ({n} bytes) is larger than the limit ({limit} bytes)"
+            ));
+            let mut response = routes::error_for_path(req.uri().path(), err);
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+        _ => next.run(req).await,
+    }
 }
 
 /// The HTTP API alone (no UI pages): chat stream, models, health, metrics,

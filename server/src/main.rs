@@ -54,6 +54,12 @@ async fn run() -> anyhow::Result<()> {
     }
     let home = cli.home.clone().unwrap_or_else(ModelStore::default_home);
     let store = ModelStore::new(&home);
+    if matches!(cli.command, Command::Serve(_) | Command::Import { .. }) {
+        // What a killed process left half done.
+        for line in store.recover() {
+            tracing::info!("model store clean-up: {line}");
+        }
+    }
     match cli.command {
         Command::Serve(config) => {
             let worker = WorkerSpec {
@@ -284,11 +290,8 @@ async fn serve(
         listener.local_addr()?
     );
     let listener = GuardedListener::new(listener, state.config.client_write_timeout());
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<kinko::net::ClientConn>(),
-    )
-    .with_graceful_shutdown(async move {
+    let header_read_timeout = state.config.header_read_timeout();
+    kinko::net::serve(listener, app, header_read_timeout, async move {
         shutdown_signal().await;
         // Open answers get a final event and end; then the server exits.
         state.begin_shutdown();
@@ -298,8 +301,8 @@ async fn serve(
             std::process::exit(0);
         });
     })
-    .await
-    .context("server error")
+    .await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -11,8 +11,14 @@
 use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
+use axum::Router;
 use futures::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -22,6 +28,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_io_timeout::TimeoutStream;
+use tower::Service as _;
 
 /// A TCP listener whose connections time out blocked writes.
 pub struct GuardedListener {
@@ -72,8 +79,8 @@ impl Listener for GuardedListener {
 }
 
 /// What a request knows of its connection: the client's address, and a
-/// second handle on the socket to watch for the client hanging up. Serve
-/// with `into_make_service_with_connect_info::<ClientConn>()`.
+/// second handle on the socket to watch for the client hanging up. Set on
+/// every request by [`serve`].
 #[derive(Debug, Clone)]
 pub struct ClientConn {
     /// The client's address.
@@ -81,20 +88,65 @@ pub struct ClientConn {
     socket: Option<Arc<std::net::TcpStream>>,
 }
 
-impl axum::extract::connect_info::Connected<IncomingStream<'_, GuardedListener>> for ClientConn {
-    fn connect_info(stream: IncomingStream<'_, GuardedListener>) -> Self {
-        let tcp = stream.io().inner.get_ref();
+impl ClientConn {
+    /// What a request on `stream` from `addr` knows of its connection.
+    fn new(stream: &GuardedStream, addr: SocketAddr) -> Self {
+        let tcp = stream.inner.get_ref();
         // A duplicate of the socket's descriptor: reading readiness and
         // peeking through it leaves hyper's reads untouched.
         let socket = socket2::SockRef::from(tcp)
             .try_clone()
             .map(|s| Arc::new(std::net::TcpStream::from(s)))
             .ok();
-        Self {
-            addr: *stream.remote_addr(),
-            socket,
-        }
+        Self { addr, socket }
     }
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves; then stop accepting,
+/// ask open connections to finish, and wait for them.
+///
+/// HTTP/1.1 only (what browsers and API clients speak to a plain-HTTP
+/// server). A client gets `header_read_timeout` to send a request's headers,
+/// counted from when the server starts waiting for them, on a new or an idle
+/// kept-alive connection; then the connection is closed. So silent or
+/// trickling connections (slowloris) go away on their own, and each request
+/// knows its [`ClientConn`].
+pub async fn serve(
+    mut listener: GuardedListener,
+    app: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let conn = ClientConn::new(&stream, addr);
+        let router = app.clone();
+        let service = tower::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(conn.clone()));
+            router.clone().call(req.map(axum::body::Body::new))
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%addr, %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 impl ClientConn {

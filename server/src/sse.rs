@@ -124,10 +124,17 @@ impl ChatEvent {
     }
 }
 
+/// An `error` event; the client sees [`crate::error::public_message`] of
+/// `message`.
 fn error(code: &str, message: impl Into<String>) -> ChatEvent {
+    let message = message.into();
+    let shown = crate::error::public_message(&message);
+    if shown != message {
+        tracing::warn!(code, message, "answer failed");
+    }
     ChatEvent::Error(ErrorDetail {
         code: code.into(),
-        message: message.into(),
+        message: shown,
     })
 }
 

@@ -66,9 +66,14 @@ fn server() -> &'static Server {
                 tx.send(listener.local_addr().unwrap()).unwrap();
                 let listener =
                     kinko::net::GuardedListener::new(listener, state.config.client_write_timeout());
-                let app = kinko::router(state)
-                    .into_make_service_with_connect_info::<kinko::net::ClientConn>();
-                axum::serve(listener, app).await.unwrap();
+                let header_read_timeout = state.config.header_read_timeout();
+                kinko::net::serve(
+                    listener,
+                    kinko::router(state),
+                    header_read_timeout,
+                    std::future::pending(),
+                )
+                .await;
             });
         });
         Server {

@@ -105,9 +105,13 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_generation_cancelled() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let listener = kinko::net::GuardedListener::new(listener, state.config.client_write_timeout());
-    tokio::spawn(async move {
-        axum::serve(listener, kinko::router(state)).await.unwrap();
-    });
+    let header_read_timeout = state.config.header_read_timeout();
+    tokio::spawn(kinko::net::serve(
+        listener,
+        kinko::router(state),
+        header_read_timeout,
+        std::future::pending(),
+    ));
 
     // A client with a tiny receive buffer that reads a little, then stops.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();

@@ -31,6 +31,9 @@ pub enum StoreError {
         "invalid model name `{0}`: use name[:tag] with lowercase letters, digits, '.', '_' or '-'"
     )]
     InvalidName(String),
+    /// A digest that is not `sha256:` and exactly 64 hex digits.
+    #[error("invalid digest `{0}`: use sha256: and 64 hex digits")]
+    InvalidDigest(String),
     /// The file is not a GGUF model kinko can read.
     #[error("{path}: not a readable GGUF file: {reason}")]
     NotGguf {
@@ -143,6 +146,49 @@ pub fn normalize_name(name: &str) -> Result<String, StoreError> {
     }
 }
 
+/// Check a digest as Ollama does: `sha256:` and exactly 64 hex digits
+/// (either case); answers it in lowercase. Nothing else, so a digest can
+/// never carry a path.
+pub fn parse_digest(digest: &str) -> Result<String, StoreError> {
+    match digest.strip_prefix("sha256:") {
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
+        }
+        _ => {
+            let mut shown: String = digest.chars().take(80).collect();
+            shown.retain(|c| !c.is_control());
+            Err(StoreError::InvalidDigest(shown))
+        }
+    }
+}
+
+/// Why the directory `dir` (found in the store's root as `entry`) is not a
+/// model kinko lists, if it is not. The store never follows a symlink: a
+/// model directory, its manifest and its GGUF file must all be real, and the
+/// manifest must name this directory and a file inside it.
+fn check_model_dir(entry: &fs::DirEntry, manifest: &Manifest) -> Result<(), String> {
+    if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        return Err("not a directory (symlinks are not followed)".into());
+    }
+    let name = normalize_name(&manifest.name).map_err(|e| e.to_string())?;
+    if name != manifest.name || entry.file_name().to_str() != Some(&name.replace(':', "-")) {
+        return Err(format!(
+            "its manifest names another model, `{}`",
+            manifest.name
+        ));
+    }
+    if manifest.file != MODEL_FILE {
+        return Err(format!("its manifest names the file `{}`", manifest.file));
+    }
+    parse_digest(&manifest.digest).map_err(|e| e.to_string())?;
+    let gguf = entry.path().join(MODEL_FILE);
+    match fs::symlink_metadata(&gguf) {
+        Ok(m) if m.file_type().is_file() => Ok(()),
+        Ok(_) => Err(format!("{MODEL_FILE} is not a regular file")),
+        Err(e) => Err(format!("{MODEL_FILE}: {e}")),
+    }
+}
+
 /// The model store rooted at a directory.
 #[derive(Debug, Clone)]
 pub struct ModelStore {
@@ -196,11 +242,23 @@ impl ModelStore {
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| {
                 let dir = e.path();
-                let text = fs::read_to_string(dir.join(MANIFEST_FILE)).ok()?;
-                match serde_json::from_str::<Manifest>(&text) {
-                    Ok(manifest) => Some(InstalledModel { dir, manifest }),
+                let manifest_path = dir.join(MANIFEST_FILE);
+                let real = fs::symlink_metadata(&manifest_path)
+                    .ok()?
+                    .file_type()
+                    .is_file();
+                let text = real.then(|| fs::read_to_string(&manifest_path).ok())??;
+                let manifest = match serde_json::from_str::<Manifest>(&text) {
+                    Ok(manifest) => manifest,
                     Err(err) => {
                         tracing::warn!(dir = %dir.display(), %err, "skipping unreadable manifest");
+                        return None;
+                    }
+                };
+                match check_model_dir(&e, &manifest) {
+                    Ok(()) => Some(InstalledModel { dir, manifest }),
+                    Err(why) => {
+                        tracing::warn!(dir = %dir.display(), why, "skipping a model directory");
                         None
                     }
                 }
@@ -299,13 +357,89 @@ impl ModelStore {
     }
 }
 
+/// Whether process `pid` is running (Linux's `/proc`; elsewhere, assume so).
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
 impl ModelStore {
+    /// Clean up after a process that died in the middle of changing the
+    /// store (`kill -9`, power loss): temporary import, copy and delete
+    /// directories of dead processes are removed; a model moved aside to be
+    /// replaced comes back when its replacement never arrived; manifests
+    /// half-written inside model directories are removed; partial downloads
+    /// that cannot be resumed are removed. Work of running processes is left
+    /// alone. Answers what it removed or restored, for the log.
+    pub fn recover(&self) -> Vec<String> {
+        let mut done = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return done;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str() else {
+                continue;
+            };
+            let path = entry.path();
+            let real_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if name == pull::DOWNLOADS_DIR {
+                done.extend(pull::recover_downloads(&path));
+                continue;
+            }
+            if !name.starts_with('.') {
+                // A model directory: a manifest write that never finished.
+                let stray = path.join(format!("{MANIFEST_FILE}.tmp"));
+                if real_dir
+                    && fs::symlink_metadata(&stray).is_ok()
+                    && fs::remove_file(&stray).is_ok()
+                {
+                    done.push(format!("removed {}", stray.display()));
+                }
+                continue;
+            }
+            let Some((kind, rest)) = [".import-", ".copy-", ".deleting-", ".old-"]
+                .iter()
+                .find_map(|k| name.strip_prefix(k).map(|r| (*k, r)))
+            else {
+                continue;
+            };
+            let Some((model_dir, pid)) = rest
+                .rsplit_once('-')
+                .and_then(|(m, p)| Some((m, p.parse::<u32>().ok()?)))
+            else {
+                continue;
+            };
+            if process_alive(pid) && pid != std::process::id() {
+                continue;
+            }
+            if !real_dir {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let home = self.root.join(model_dir);
+            if kind == ".old-" && fs::symlink_metadata(&home).is_err() {
+                if fs::rename(&path, &home).is_ok() {
+                    done.push(format!("restored {}", home.display()));
+                }
+            } else if fs::remove_dir_all(&path).is_ok() {
+                done.push(format!("removed {}", path.display()));
+            }
+        }
+        done
+    }
+
     /// Move the assembled directory `tmp` into place as model `name`,
     /// replacing a model of that name (renames only: never half there).
     fn install_dir(&self, tmp: &Path, name: &str) -> Result<(), StoreError> {
         let final_dir = self.dir_for(name);
         if final_dir.exists() {
-            let old = self.root.join(format!(".old-{}", std::process::id()));
+            // Named so that a crash between the two renames can be undone.
+            let old = self.root.join(format!(
+                ".old-{}-{}",
+                name.replace(':', "-"),
+                std::process::id()
+            ));
             let _ = fs::remove_dir_all(&old);
             fs::rename(&final_dir, &old).map_err(io("move the old model aside"))?;
             fs::rename(tmp, &final_dir).map_err(io("install the model"))?;

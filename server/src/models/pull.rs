@@ -85,16 +85,12 @@ pub fn parse_spec(
     name: Option<&str>,
     hf_endpoint: &str,
 ) -> Result<PullSpec, PullError> {
-    let (body, sha256) = match spec.rsplit_once("@sha256:") {
-        Some((b, d)) if d.len() == 64 && d.chars().all(|c| c.is_ascii_hexdigit()) => {
-            (b, Some(d.to_ascii_lowercase()))
+    let (body, sha256) = match spec.rsplit_once('@') {
+        Some((b, d)) if d.starts_with("sha256:") => {
+            let digest = super::parse_digest(d)?;
+            (b, digest.strip_prefix("sha256:").map(str::to_string))
         }
-        Some(_) => {
-            return Err(PullError::BadSpec(
-                "a digest must be @sha256: and 64 hex digits".into(),
-            ))
-        }
-        None => (spec, None),
+        _ => (spec, None),
     };
     let (url, default_name) = if let Some(rest) = body
         .strip_prefix("hf.co/")
@@ -133,12 +129,49 @@ pub fn parse_spec(
     Ok(PullSpec { url, name, sha256 })
 }
 
+/// The store's directory of partial downloads.
+pub const DOWNLOADS_DIR: &str = ".downloads";
+
 fn partial_path(store: &ModelStore, url: &str) -> PathBuf {
     let key = super::hex(&Sha256::digest(url.as_bytes())[..12]);
     store
         .root()
-        .join(".downloads")
+        .join(DOWNLOADS_DIR)
         .join(format!("{key}.partial"))
+}
+
+/// Beside a partial download that may be resumed (its length and digest are
+/// known): its existence is what says so.
+fn resumable_marker(partial: &Path) -> PathBuf {
+    partial.with_extension("partial.resumable")
+}
+
+/// Clean the downloads directory after a crash: partial files that no
+/// running pull holds and that cannot be resumed go, and so do markers
+/// without their file. Answers what it removed.
+pub(super) fn recover_downloads(dir: &Path) -> Vec<String> {
+    let mut done = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return done;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let stale = match path.extension().and_then(|e| e.to_str()) {
+            Some("partial") => {
+                // A running pull holds a lock on its file.
+                let free = std::fs::File::open(&path)
+                    .map(|f| f.try_lock_shared().is_ok())
+                    .unwrap_or(false);
+                free && !resumable_marker(&path).exists()
+            }
+            Some("resumable") => !path.with_extension("").exists(),
+            _ => false,
+        };
+        if stale && std::fs::remove_file(&path).is_ok() {
+            done.push(format!("removed {}", path.display()));
+        }
+    }
+    done
 }
 
 async fn hash_file(path: &Path) -> Result<String, PullError> {
@@ -169,6 +202,7 @@ pub async fn pull(
     if let Err((e, keep)) = &result {
         if !keep {
             let _ = tokio::fs::remove_file(&partial).await;
+            let _ = tokio::fs::remove_file(resumable_marker(&partial)).await;
         }
         tracing::warn!(url = %spec.url, error = %e, kept_partial = keep, "pull failed");
     }
@@ -189,6 +223,20 @@ async fn download(
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| drop_it(PullError::Http(format!("create {}: {e}", dir.display()))))?;
+    }
+    // One pull per file at a time, across processes; the lock also tells a
+    // restarted server's clean-up that this file is in use.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(partial)
+        .map_err(|e| drop_it(PullError::Http(format!("open {}: {e}", partial.display()))))?;
+    if lock.try_lock().is_err() {
+        // Not ours to delete.
+        return Err((
+            PullError::Http("this file is being downloaded by another pull already".into()),
+            true,
+        ));
     }
     let have = tokio::fs::metadata(partial)
         .await
@@ -237,6 +285,9 @@ async fn download(
         }
         // Resumable later only with a known length and digest.
         let resumable = total.is_some() && expected.is_some();
+        if resumable {
+            let _ = tokio::fs::write(resumable_marker(partial), b"").await;
+        }
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(resuming)
@@ -290,6 +341,8 @@ async fn download(
         .map_err(|e| drop_it(PullError::Http(e.to_string())))?
         .map_err(|e| drop_it(PullError::Store(e)))?;
     let _ = tokio::fs::remove_file(partial).await;
+    let _ = tokio::fs::remove_file(resumable_marker(partial)).await;
+    drop(lock);
     Ok(outcome)
 }
 

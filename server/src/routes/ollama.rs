@@ -560,11 +560,11 @@ async fn delete_model(
     state.engine.unload(&name).await;
     let removed = tokio::task::spawn_blocking(move || store.remove(&name))
         .await
-        .map_err(|e| OllamaError(ApiError::Engine(e.to_string())))?;
+        .map_err(crate::error::task_failed)?;
     match removed {
         Ok(true) => Ok(StatusCode::OK),
         Ok(false) => Err(ApiError::UnknownModel(body.model()?).into()),
-        Err(e) => Err(ApiError::Engine(e.to_string()).into()),
+        Err(e) => Err(ApiError::from(e).into()),
     }
 }
 
@@ -587,14 +587,11 @@ async fn copy(
     state.engine.unload(&body.destination).await;
     let copied = tokio::task::spawn_blocking(move || store.copy(&body.source, &body.destination))
         .await
-        .map_err(|e| OllamaError(ApiError::Engine(e.to_string())))?;
+        .map_err(crate::error::task_failed)?;
     match copied {
         Ok(true) => Ok(StatusCode::OK),
         Ok(false) => Err(ApiError::UnknownModel(source).into()),
-        Err(crate::models::StoreError::InvalidName(n)) => {
-            Err(ApiError::invalid(format!("invalid model name `{n}`")).into())
-        }
-        Err(e) => Err(ApiError::Engine(e.to_string()).into()),
+        Err(e) => Err(ApiError::from(e).into()),
     }
 }
 
@@ -657,14 +654,8 @@ async fn create(
     let store = served_store(&state)?;
     let made = tokio::task::spawn_blocking(move || store.create(&name, &parsed, quantize))
         .await
-        .map_err(|e| OllamaError(ApiError::Engine(e.to_string())))?;
-    let manifest = made.map_err(|e| match e {
-        crate::models::StoreError::NotFound(_) | crate::models::StoreError::InvalidName(_) => {
-            OllamaError(ApiError::invalid(e.to_string()))
-        }
-        crate::models::StoreError::NotGguf { .. } => OllamaError(ApiError::invalid(e.to_string())),
-        other => OllamaError(ApiError::Engine(other.to_string())),
-    })?;
+        .map_err(crate::error::task_failed)?;
+    let manifest = made.map_err(ApiError::from)?;
     // A model of that name that was loaded before is stale now.
     state.engine.unload(&manifest.name).await;
     if body.stream == Some(false) {
@@ -717,8 +708,12 @@ async fn pull(
         .model
         .clone()
         .ok_or_else(|| OllamaError(ApiError::invalid("`model` is required")))?;
-    let spec = parse_spec(&spec_text, body.name.as_deref(), &state.config.hf_endpoint)
-        .map_err(|e| OllamaError(ApiError::invalid(e.to_string())))?;
+    let spec = parse_spec(&spec_text, body.name.as_deref(), &state.config.hf_endpoint).map_err(
+        |e| match e {
+            PullError::Store(e) => OllamaError(e.into()),
+            other => OllamaError(ApiError::invalid(other.to_string())),
+        },
+    )?;
     let quantize = quantize_target(body.quantize.as_deref())?;
     let store = served_store(&state)?;
     let failed = |e: PullError| match e {
@@ -727,6 +722,7 @@ async fn pull(
             code: "digest_mismatch",
             message: e.to_string(),
         }),
+        PullError::Store(e) => OllamaError(e.into()),
         other => OllamaError(ApiError::Unavailable(other.to_string())),
     };
     let max_bytes = state.config.max_pull_bytes;
@@ -753,7 +749,7 @@ async fn pull(
         }
         match result {
             Ok(_) => yield json!({"status": "success"}),
-            Err(e) => yield json!({"error": e.to_string()}),
+            Err(e) => yield json!({"error": crate::error::public_message(&failed(e).0.to_string())}),
         }
     }
     .map(|v| {

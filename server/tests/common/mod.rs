@@ -67,11 +67,14 @@ pub async fn spawn_server(state: AppState) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let listener = kinko::net::GuardedListener::new(listener, state.config.client_write_timeout());
-    tokio::spawn(async move {
-        let app =
-            kinko::router(state).into_make_service_with_connect_info::<kinko::net::ClientConn>();
-        axum::serve(listener, app).await.unwrap();
-    });
+    let header_read_timeout = state.config.header_read_timeout();
+    let app = kinko::router(state);
+    tokio::spawn(kinko::net::serve(
+        listener,
+        app,
+        header_read_timeout,
+        std::future::pending(),
+    ));
     addr
 }
 
