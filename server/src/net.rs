@@ -136,7 +136,9 @@ pub async fn serve(
             router.clone().call(req.map(axum::body::Body::new))
         });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            // Not `serve_connection_with_upgrades`: that one first reads the
+            // protocol version with no timeout at all.
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
