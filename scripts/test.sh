@@ -19,7 +19,10 @@ log "formatting (cargo fmt --check)"
 
 logs="$(mktemp -d)"
 log "tiers 1-4: unit, router, real-socket and real-model tests (cargo test --release)"
-(cd "$KINKO_ROOT" && cargo test --release -p kinko -p app 2>&1) | tee "$logs/cargo.log"
+(cd "$KINKO_ROOT" && cargo test --release -p kinko -p kinko-parse -p app 2>&1) | tee "$logs/cargo.log"
+
+log "fuzzing: the GGUF validator, the Modelfile parser, the history window and request decoding (cargo-fuzz, 25 s per target)"
+"$KINKO_ROOT/scripts/fuzz.sh" 25 2>&1 | tee "$logs/fuzz.log"
 
 log "API clients (the official ollama and openai Python packages) and the CLI, against the real binary"
 venv="$KINKO_CACHE/venv"
@@ -50,6 +53,8 @@ log "tier 5: browser tests (Playwright, /usr/bin/chromium, the real binary)"
 passed=0; failed=0
 while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
   sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$logs/cargo.log")
+passed=$((passed + $(grep -c '^fuzz .*, 0 crashes$' "$logs/fuzz.log" || true)))
+failed=$((failed + $(grep -c '^fuzz .*: CRASH' "$logs/fuzz.log" || true)))
 clients_ran="$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} .*/\1/p' "$logs/clients.log" | tail -1)"
 passed=$((passed + ${clients_ran:-0}))
 grep -q "^bench smoke: 1 passed" "$logs/bench.log" && passed=$((passed + 1))

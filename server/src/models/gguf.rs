@@ -151,3 +151,39 @@ pub fn write_tiny_test_model(path: &Path) -> candle_core::Result<()> {
         &[("token_embd.weight", &q)],
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::GgmlDType;
+
+    /// The validator's own table of tensor types is candle's.
+    #[test]
+    fn the_validators_tensor_types_are_candles() {
+        let candle = [
+            (0, GgmlDType::F32),
+            (1, GgmlDType::F16),
+            (2, GgmlDType::Q4_0),
+            (3, GgmlDType::Q4_1),
+            (6, GgmlDType::Q5_0),
+            (7, GgmlDType::Q5_1),
+            (8, GgmlDType::Q8_0),
+            (9, GgmlDType::Q8_1),
+            (10, GgmlDType::Q2K),
+            (11, GgmlDType::Q3K),
+            (12, GgmlDType::Q4K),
+            (13, GgmlDType::Q5K),
+            (14, GgmlDType::Q6K),
+            (15, GgmlDType::Q8K),
+            (30, GgmlDType::BF16),
+        ];
+        for (id, dtype) in candle {
+            let ours = super::super::validate::known_type(id).expect("known");
+            assert_eq!(ours.block_size, dtype.block_size(), "{dtype:?}");
+            assert_eq!(ours.type_size, dtype.type_size(), "{dtype:?}");
+        }
+        let known = (0..64)
+            .filter(|&id| super::super::validate::known_type(id).is_some())
+            .count();
+        assert_eq!(known, candle.len());
+    }
+}

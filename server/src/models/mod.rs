@@ -5,10 +5,13 @@
 //! import never leaves a half model listed.
 
 pub mod gguf;
-pub mod modelfile;
 pub mod pull;
 pub mod quantize;
-pub mod validate;
+
+/// The GGUF validator (its own crate, to be fuzzed on its own).
+pub use kinko_parse::gguf as validate;
+/// The Modelfile parser (its own crate, to be fuzzed on its own).
+pub use kinko_parse::modelfile;
 
 use app::api::ModelSummary;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,6 @@
+//! The parsers kinko runs on what strangers send, kept free of the engine
+//! and the web stack so that they can be fuzzed on their own (`fuzz/`):
+//! the GGUF validator and the Modelfile parser.
+
+pub mod gguf;
+pub mod modelfile;
