@@ -11,6 +11,7 @@
 
 use crate::engine::{ChatEngine, EngineError};
 use app::api::{ChatMessage, Role};
+use kinko_parse::window::{PlanError, Window};
 
 /// The limits a conversation must fit in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +67,17 @@ pub enum TrimError {
 impl HistoryWindow {
     /// Tokens available for the prompt.
     pub fn budget(&self) -> usize {
-        self.context_length
-            .saturating_sub(self.max_tokens)
-            .saturating_sub(self.margin)
+        self.core().budget()
+    }
+
+    fn core(&self) -> Window {
+        Window {
+            context_length: self.context_length,
+            max_tokens: self.max_tokens,
+            margin: self.margin,
+            max_messages: self.max_messages,
+            soft_max_tokens: self.soft_max_tokens,
+        }
     }
 
     /// Cut `messages` to fit, counting with `engine`'s tokenizer for `model`.
@@ -78,83 +87,32 @@ impl HistoryWindow {
         model: &str,
         messages: &[ChatMessage],
     ) -> Result<Trimmed, TrimError> {
-        let hard = self.budget();
-        let budget = self.soft_max_tokens.map_or(hard, |soft| soft.min(hard));
-        // Positions of the messages that may be dropped: every non-system
-        // message but the newest one.
-        let last = messages.len().saturating_sub(1);
-        let droppable: Vec<usize> = (0..last)
-            .filter(|&i| messages[i].role != Role::System)
-            .collect();
-        let keep_from = |skip: usize| -> Vec<ChatMessage> {
-            let dropped: &[usize] = &droppable[..skip];
-            messages
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !dropped.contains(i))
-                .map(|(_, m)| m.clone())
-                .collect()
+        let is_system: Vec<bool> = messages.iter().map(|m| m.role == Role::System).collect();
+        let pick = |kept: &[usize]| -> Vec<ChatMessage> {
+            kept.iter().map(|&i| messages[i].clone()).collect()
         };
-        // The message-count cap first: it needs no tokenizer.
-        let non_system = droppable.len() + 1;
-        let mut skip = match self.max_messages {
-            Some(cap) if non_system > cap.max(1) => non_system - cap.max(1),
-            _ => 0,
-        };
-        // Then the token budget: drop oldest until it fits. A binary search
-        // keeps the number of tokenizer calls logarithmic.
-        let count = |kept: Vec<ChatMessage>| async move { engine.count_tokens(model, &kept).await };
-        let tokens_now = count(keep_from(skip)).await?;
-        if tokens_now <= budget {
-            return Ok(Trimmed {
-                messages: keep_from(skip),
-                dropped: skip,
-                prompt_tokens: tokens_now,
-                limited_by_time: false,
-            });
-        }
-        let by_time = tokens_now <= hard;
-        let all_dropped = droppable.len();
-        let min_tokens = count(keep_from(all_dropped)).await?;
-        if min_tokens > hard {
-            return Err(TrimError::Overflow {
-                needed: min_tokens,
-                budget: hard,
-                context_length: self.context_length,
-                max_tokens: self.max_tokens,
-                margin: self.margin,
-            });
-        }
-        if min_tokens > budget {
-            // Over the soft limit even alone: send the smallest prompt.
-            return Ok(Trimmed {
-                messages: keep_from(all_dropped),
-                dropped: all_dropped,
-                prompt_tokens: min_tokens,
-                limited_by_time: true,
-            });
-        }
-        // Invariant: keep_from(lo) does not fit, keep_from(hi) fits.
-        let (mut lo, mut hi, mut hi_tokens) = (skip, all_dropped, min_tokens);
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            let t = count(keep_from(mid)).await?;
-            if t <= budget {
-                hi = mid;
-                hi_tokens = t;
-            } else {
-                lo = mid;
-            }
-        }
-        skip = hi;
-        // Whether the window alone would have kept more.
-        let limited_by_time =
-            budget < hard && (by_time || count(keep_from(skip - 1)).await? <= hard);
+        let plan = self
+            .core()
+            .plan(&is_system, |kept| {
+                let kept = pick(&kept);
+                async move { engine.count_tokens(model, &kept).await }
+            })
+            .await
+            .map_err(|e| match e {
+                PlanError::Overflow { needed, budget } => TrimError::Overflow {
+                    needed,
+                    budget,
+                    context_length: self.context_length,
+                    max_tokens: self.max_tokens,
+                    margin: self.margin,
+                },
+                PlanError::Count(e) => TrimError::Engine(e),
+            })?;
         Ok(Trimmed {
-            messages: keep_from(skip),
-            dropped: skip,
-            prompt_tokens: hi_tokens,
-            limited_by_time,
+            messages: pick(&plan.kept),
+            dropped: plan.dropped,
+            prompt_tokens: plan.prompt_tokens,
+            limited_by_time: plan.limited_by_time,
         })
     }
 }
