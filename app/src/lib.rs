@@ -2,7 +2,8 @@
 //! hydrated in the browser. Conversations live in the browser (IndexedDB);
 //! the open one is sent whole each turn and its answer streams in as SSE.
 
-pub mod api;
+/// The wire types (shared with the server; they live in `kinko-parse`).
+pub use kinko_parse::api;
 pub mod chats;
 #[cfg(feature = "hydrate")]
 mod client;

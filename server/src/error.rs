@@ -127,7 +127,7 @@ impl From<EngineError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        let text = rejection.body_text();
+        let text = kinko_parse::requests::one_line(&rejection.body_text());
         match rejection {
             JsonRejection::JsonDataError(_) => ApiError::invalid(text),
             JsonRejection::JsonSyntaxError(_) => ApiError::MalformedJson(text),

@@ -32,56 +32,15 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/chat/stream", post(stream_chat))
 }
 
-/// Check the options against the limits; returns the `max_tokens` to use.
+/// Check sampling options (see [`kinko_parse::requests::validate_options`]);
+/// answers the answer length.
 pub fn validate_options(
     options: &ChatOptions,
     default_max_tokens: usize,
     max_tokens_cap: usize,
 ) -> Result<usize, ApiError> {
-    if let Some(t) = options.temperature {
-        if !(0.0..=2.0).contains(&t) {
-            return Err(ApiError::invalid(format!(
-                "options.temperature must be between 0 and 2, got {t}"
-            )));
-        }
-    }
-    if let Some(p) = options.top_p {
-        if !(p > 0.0 && p <= 1.0) {
-            return Err(ApiError::invalid(format!(
-                "options.top_p must be in (0, 1], got {p}"
-            )));
-        }
-    }
-    if let Some(k) = options.top_k {
-        if !(1..=1000).contains(&k) {
-            return Err(ApiError::invalid(format!(
-                "options.top_k must be between 1 and 1000, got {k}"
-            )));
-        }
-    }
-    if let Some(r) = options.repeat_penalty {
-        if !(0.5..=2.0).contains(&r) {
-            return Err(ApiError::invalid(format!(
-                "options.repeat_penalty must be between 0.5 and 2, got {r}"
-            )));
-        }
-    }
-    if let Some(stop) = &options.stop {
-        if stop.len() > 8 || stop.iter().any(|s| s.is_empty() || s.len() > 256) {
-            return Err(ApiError::invalid(
-                "options.stop takes at most 8 non-empty strings of up to 256 bytes",
-            ));
-        }
-    }
-    let max_tokens = options
-        .max_tokens
-        .unwrap_or(default_max_tokens.min(max_tokens_cap));
-    if max_tokens == 0 || max_tokens > max_tokens_cap {
-        return Err(ApiError::invalid(format!(
-            "options.max_tokens must be between 1 and {max_tokens_cap}, got {max_tokens}"
-        )));
-    }
-    Ok(max_tokens)
+    kinko_parse::requests::validate_options(options, default_max_tokens, max_tokens_cap)
+        .map_err(ApiError::invalid)
 }
 
 /// A preset (made from a Modelfile) brings its system prompt, used when the
@@ -148,17 +107,7 @@ pub async fn start_answer_kept(
 ) -> Result<Answer, ApiError> {
     let config = &state.config;
     apply_preset(state, &mut req).await;
-    if req.messages.is_empty() {
-        return Err(ApiError::invalid("messages must not be empty"));
-    }
-    match req.messages.last() {
-        Some(last) if last.role == Role::User && !last.content.trim().is_empty() => {}
-        _ => {
-            return Err(ApiError::invalid(
-                "the last message must be a non-empty user message",
-            ))
-        }
-    }
+    kinko_parse::requests::check_messages(&req.messages).map_err(ApiError::invalid)?;
     let mut max_tokens = validate_options(
         &req.options,
         config.default_max_tokens,

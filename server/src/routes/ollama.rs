@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::models::{normalize_name, InstalledModel};
 use crate::sse::ChatEvent;
 use crate::AppState;
-use app::api::{ChatMessage, ChatOptions, ChatRequest, DoneEvent, Role};
+use app::api::DoneEvent;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
+use kinko_parse::requests::ollama::{ChatBody, GenerateBody};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -76,10 +77,11 @@ where
             })
         })?;
         serde_json::from_slice(&bytes).map(AnyJson).map_err(|e| {
+            let text = kinko_parse::requests::one_line(&e.to_string());
             OllamaError(if e.is_data() {
-                ApiError::invalid(e.to_string())
+                ApiError::invalid(text)
             } else {
-                ApiError::MalformedJson(e.to_string())
+                ApiError::MalformedJson(text)
             })
         })
     }
@@ -111,88 +113,6 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 fn now() -> String {
     rfc3339(SystemTime::now())
-}
-
-/// Ollama's `options` mapped onto kinko's; unknown options are ignored, as
-/// Ollama does, but a known one with a wrong type is an error.
-fn options(map: Option<&Map<String, Value>>) -> OResult<ChatOptions> {
-    let mut o = ChatOptions::default();
-    let Some(map) = map else { return Ok(o) };
-    let bad = |k: &str| {
-        OllamaError(ApiError::invalid(format!(
-            "option `{k}` has the wrong type"
-        )))
-    };
-    for (k, v) in map {
-        match k.as_str() {
-            "temperature" => o.temperature = Some(v.as_f64().ok_or_else(|| bad(k))?),
-            "top_p" => o.top_p = Some(v.as_f64().ok_or_else(|| bad(k))?),
-            "top_k" => o.top_k = Some(v.as_u64().ok_or_else(|| bad(k))? as usize),
-            "repeat_penalty" => o.repeat_penalty = Some(v.as_f64().ok_or_else(|| bad(k))? as f32),
-            "num_ctx" => o.num_ctx = Some(v.as_u64().ok_or_else(|| bad(k))? as usize),
-            "stop" => {
-                let list = v.as_array().ok_or_else(|| bad(k))?;
-                o.stop = Some(
-                    list.iter()
-                        .map(|s| s.as_str().map(String::from).ok_or_else(|| bad(k)))
-                        .collect::<OResult<Vec<_>>>()?,
-                );
-            }
-            "num_predict" => {
-                let n = v.as_i64().ok_or_else(|| bad(k))?;
-                // -1 (and -2) mean "as long as it takes": the server's default.
-                o.max_tokens = (n > 0).then_some(n as usize);
-            }
-            _ => {}
-        }
-    }
-    Ok(o)
-}
-
-#[derive(Debug, Deserialize)]
-struct OllamaMessage {
-    role: String,
-    #[serde(default)]
-    content: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChatBody {
-    model: String,
-    #[serde(default)]
-    keep_alive: Option<Value>,
-    #[serde(default)]
-    messages: Vec<OllamaMessage>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    options: Option<Map<String, Value>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct GenerateBody {
-    model: String,
-    #[serde(default)]
-    keep_alive: Option<Value>,
-    #[serde(default)]
-    prompt: String,
-    #[serde(default)]
-    system: Option<String>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    options: Option<Map<String, Value>>,
-}
-
-fn role(r: &str) -> OResult<Role> {
-    match r {
-        "system" => Ok(Role::System),
-        "user" => Ok(Role::User),
-        "assistant" => Ok(Role::Assistant),
-        other => Err(OllamaError(ApiError::invalid(format!(
-            "role `{other}` is not supported (system, user, assistant)"
-        )))),
-    }
 }
 
 /// Which API shape an answer is written in.
@@ -358,16 +278,7 @@ async fn chat(
     if body.messages.is_empty() {
         return load_or_unload(&state, &body.model, keep_alive, Shape::Chat).await;
     }
-    let messages = body
-        .messages
-        .iter()
-        .map(|m| Ok(ChatMessage::new(role(&m.role)?, m.content.clone())))
-        .collect::<OResult<Vec<_>>>()?;
-    let req = ChatRequest {
-        model: body.model,
-        messages,
-        options: options(body.options.as_ref())?,
-    };
+    let req = body.chat_request().map_err(ApiError::invalid)?;
     let answer = start_answer_kept(&state, req, started, keep_alive).await?;
     Ok(respond(answer, Shape::Chat, stream, started).await)
 }
@@ -382,16 +293,7 @@ async fn generate(
     if body.prompt.trim().is_empty() {
         return load_or_unload(&state, &body.model, keep_alive, Shape::Generate).await;
     }
-    let mut messages = Vec::new();
-    if let Some(system) = body.system.filter(|s| !s.trim().is_empty()) {
-        messages.push(ChatMessage::new(Role::System, system));
-    }
-    messages.push(ChatMessage::new(Role::User, body.prompt));
-    let req = ChatRequest {
-        model: body.model,
-        messages,
-        options: options(body.options.as_ref())?,
-    };
+    let req = body.chat_request().map_err(ApiError::invalid)?;
     let answer = start_answer_kept(&state, req, started, keep_alive).await?;
     Ok(respond(answer, Shape::Generate, stream, started).await)
 }

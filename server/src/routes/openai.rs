@@ -8,7 +8,7 @@ use super::chat::start_answer;
 use crate::error::ApiError;
 use crate::sse::ChatEvent;
 use crate::AppState;
-use app::api::{ChatMessage, ChatOptions, ChatRequest, FinishReason, Role};
+use app::api::FinishReason;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use serde::Deserialize;
+use kinko_parse::requests::openai::CompletionBody;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -67,91 +67,6 @@ impl IntoResponse for OpenAiError {
     }
 }
 
-/// Message content: a string, or a list of parts of which the text ones count.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-}
-
-#[derive(Debug, Deserialize)]
-struct Part {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    text: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Message {
-    role: String,
-    #[serde(default)]
-    content: Option<Content>,
-}
-
-#[derive(Debug, Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct CompletionBody {
-    model: String,
-    messages: Vec<Message>,
-    #[serde(default)]
-    stream: bool,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-    #[serde(default)]
-    temperature: Option<f64>,
-    #[serde(default)]
-    top_p: Option<f64>,
-    #[serde(default)]
-    max_tokens: Option<usize>,
-    #[serde(default)]
-    max_completion_tokens: Option<usize>,
-    #[serde(default)]
-    n: Option<usize>,
-    /// A string or a list of strings.
-    #[serde(default)]
-    stop: Option<Value>,
-}
-
-fn to_message(m: Message) -> Result<ChatMessage, OpenAiError> {
-    let role = match m.role.as_str() {
-        "system" | "developer" => Role::System,
-        "user" => Role::User,
-        "assistant" => Role::Assistant,
-        other => {
-            return Err(ApiError::invalid(format!(
-                "role `{other}` is not supported (system, developer, user, assistant)"
-            ))
-            .into())
-        }
-    };
-    let text = match m.content {
-        None => String::new(),
-        Some(Content::Text(t)) => t,
-        Some(Content::Parts(parts)) => {
-            if let Some(p) = parts.iter().find(|p| p.kind != "text") {
-                return Err(ApiError::invalid(format!(
-                    "content parts of type `{}` are not supported",
-                    p.kind
-                ))
-                .into());
-            }
-            parts
-                .into_iter()
-                .filter_map(|p| p.text)
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-    };
-    Ok(ChatMessage::new(role, text))
-}
-
 fn finish(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Length => "length",
@@ -178,42 +93,7 @@ async fn completions(
 ) -> Result<Response, OpenAiError> {
     let started = Instant::now();
     let Json(body) = body?;
-    if body.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::invalid("only n = 1 is supported").into());
-    }
-    let messages = body
-        .messages
-        .into_iter()
-        .map(to_message)
-        .collect::<Result<Vec<_>, _>>()?;
-    let stop = match body.stop {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(vec![s]),
-        Some(Value::Array(a)) => Some(
-            a.into_iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s),
-                    _ => Err(ApiError::invalid(
-                        "stop must be a string or a list of strings",
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        Some(_) => {
-            return Err(ApiError::invalid("stop must be a string or a list of strings").into())
-        }
-    };
-    let req = ChatRequest {
-        model: body.model,
-        messages,
-        options: ChatOptions {
-            temperature: body.temperature,
-            top_p: body.top_p,
-            max_tokens: body.max_completion_tokens.or(body.max_tokens),
-            stop,
-            ..ChatOptions::default()
-        },
-    };
+    let req = body.chat_request().map_err(ApiError::invalid)?;
     let answer = start_answer(&state, req, started).await?;
     let model = answer.meta.model.clone();
     let id = completion_id();

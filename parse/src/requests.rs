@@ -1,0 +1,422 @@
+//! Decoding and checking a chat request from each API into kinko's own
+//! [`ChatRequest`]: the UI's (kinko's wire type), Ollama's `/api/chat` and
+//! `/api/generate`, OpenAI's `/v1/chat/completions`. Every refusal is one
+//! line for the client (the server answers it with 422 in that API's shape).
+
+use crate::api::{ChatMessage, ChatOptions, ChatRequest, Role};
+
+/// `text` on one line: control characters (a newline in a field name the
+/// client sent, say) written as escapes, so a refusal that quotes the
+/// client stays one whole line.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Check sampling options; answers the answer length (`max_tokens`, or the
+/// default bounded by the cap).
+pub fn validate_options(
+    options: &ChatOptions,
+    default_max_tokens: usize,
+    max_tokens_cap: usize,
+) -> Result<usize, String> {
+    if let Some(t) = options.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(format!(
+                "options.temperature must be between 0 and 2, got {t}"
+            ));
+        }
+    }
+    if let Some(p) = options.top_p {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(format!("options.top_p must be in (0, 1], got {p}"));
+        }
+    }
+    if let Some(k) = options.top_k {
+        if !(1..=1000).contains(&k) {
+            return Err(format!("options.top_k must be between 1 and 1000, got {k}"));
+        }
+    }
+    if let Some(r) = options.repeat_penalty {
+        if !(0.5..=2.0).contains(&r) {
+            return Err(format!(
+                "options.repeat_penalty must be between 0.5 and 2, got {r}"
+            ));
+        }
+    }
+    if let Some(stop) = &options.stop {
+        if stop.len() > 8 || stop.iter().any(|s| s.is_empty() || s.len() > 256) {
+            return Err("options.stop takes at most 8 non-empty strings of up to 256 bytes".into());
+        }
+    }
+    let max_tokens = options
+        .max_tokens
+        .unwrap_or(default_max_tokens.min(max_tokens_cap));
+    if max_tokens == 0 || max_tokens > max_tokens_cap {
+        return Err(format!(
+            "options.max_tokens must be between 1 and {max_tokens_cap}, got {max_tokens}"
+        ));
+    }
+    Ok(max_tokens)
+}
+
+/// A conversation the model can answer: not empty, ending with a user
+/// message that says something.
+pub fn check_messages(messages: &[ChatMessage]) -> Result<(), String> {
+    if messages.is_empty() {
+        return Err("messages must not be empty".into());
+    }
+    match messages.last() {
+        Some(last) if last.role == Role::User && !last.content.trim().is_empty() => Ok(()),
+        _ => Err("the last message must be a non-empty user message".into()),
+    }
+}
+
+/// Ollama's chat and generate requests.
+pub mod ollama {
+    use super::{one_line, ChatMessage, ChatOptions, ChatRequest, Role};
+    use serde::Deserialize;
+    use serde_json::{Map, Value};
+
+    /// One message of `/api/chat`.
+    #[derive(Debug, Deserialize)]
+    pub struct OllamaMessage {
+        /// `system`, `user` or `assistant`.
+        pub role: String,
+        /// The text.
+        #[serde(default)]
+        pub content: String,
+    }
+
+    /// `POST /api/chat`.
+    #[derive(Debug, Deserialize)]
+    pub struct ChatBody {
+        /// The model.
+        pub model: String,
+        /// How long the model stays loaded afterwards.
+        #[serde(default)]
+        pub keep_alive: Option<Value>,
+        /// The conversation (none: load or unload the model).
+        #[serde(default)]
+        pub messages: Vec<OllamaMessage>,
+        /// Stream NDJSON (the default) or answer once.
+        #[serde(default)]
+        pub stream: Option<bool>,
+        /// Ollama's options.
+        #[serde(default)]
+        pub options: Option<Map<String, Value>>,
+    }
+
+    /// `POST /api/generate`.
+    #[derive(Debug, Deserialize)]
+    pub struct GenerateBody {
+        /// The model.
+        pub model: String,
+        /// How long the model stays loaded afterwards.
+        #[serde(default)]
+        pub keep_alive: Option<Value>,
+        /// The prompt (empty: load or unload the model).
+        #[serde(default)]
+        pub prompt: String,
+        /// A system prompt.
+        #[serde(default)]
+        pub system: Option<String>,
+        /// Stream NDJSON (the default) or answer once.
+        #[serde(default)]
+        pub stream: Option<bool>,
+        /// Ollama's options.
+        #[serde(default)]
+        pub options: Option<Map<String, Value>>,
+    }
+
+    /// A role's name.
+    pub fn role(r: &str) -> Result<Role, String> {
+        match r {
+            "system" => Ok(Role::System),
+            "user" => Ok(Role::User),
+            "assistant" => Ok(Role::Assistant),
+            other => Err(format!(
+                "role `{}` is not supported (system, user, assistant)",
+                one_line(other)
+            )),
+        }
+    }
+
+    /// Ollama's `options` mapped onto kinko's; unknown options are ignored,
+    /// as Ollama does, but a known one with a wrong type is an error.
+    pub fn options(map: Option<&Map<String, Value>>) -> Result<ChatOptions, String> {
+        let mut o = ChatOptions::default();
+        let Some(map) = map else { return Ok(o) };
+        let bad = |k: &str| format!("option `{k}` has the wrong type");
+        let count = |k: &str, v: &Value| {
+            v.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| bad(k))
+        };
+        for (k, v) in map {
+            match k.as_str() {
+                "temperature" => o.temperature = Some(v.as_f64().ok_or_else(|| bad(k))?),
+                "top_p" => o.top_p = Some(v.as_f64().ok_or_else(|| bad(k))?),
+                "top_k" => o.top_k = Some(count(k, v)?),
+                "repeat_penalty" => {
+                    o.repeat_penalty = Some(v.as_f64().ok_or_else(|| bad(k))? as f32)
+                }
+                "num_ctx" => o.num_ctx = Some(count(k, v)?),
+                "stop" => {
+                    let list = v.as_array().ok_or_else(|| bad(k))?;
+                    o.stop = Some(
+                        list.iter()
+                            .map(|s| s.as_str().map(String::from).ok_or_else(|| bad(k)))
+                            .collect::<Result<Vec<_>, _>>()?,
+                    );
+                }
+                "num_predict" => {
+                    let n = v.as_i64().ok_or_else(|| bad(k))?;
+                    // -1 (and -2) mean "as long as it takes": the server's
+                    // default. A count past the address space is past any cap.
+                    o.max_tokens = (n > 0).then(|| usize::try_from(n).unwrap_or(usize::MAX));
+                }
+                _ => {}
+            }
+        }
+        Ok(o)
+    }
+
+    impl ChatBody {
+        /// The request this body asks for (when it has messages).
+        pub fn chat_request(&self) -> Result<ChatRequest, String> {
+            let messages = self
+                .messages
+                .iter()
+                .map(|m| Ok(ChatMessage::new(role(&m.role)?, m.content.clone())))
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok(ChatRequest {
+                model: self.model.clone(),
+                messages,
+                options: options(self.options.as_ref())?,
+            })
+        }
+    }
+
+    impl GenerateBody {
+        /// The request this body asks for (when it has a prompt).
+        pub fn chat_request(&self) -> Result<ChatRequest, String> {
+            let mut messages = Vec::new();
+            if let Some(system) = self.system.as_ref().filter(|s| !s.trim().is_empty()) {
+                messages.push(ChatMessage::new(Role::System, system.clone()));
+            }
+            messages.push(ChatMessage::new(Role::User, self.prompt.clone()));
+            Ok(ChatRequest {
+                model: self.model.clone(),
+                messages,
+                options: options(self.options.as_ref())?,
+            })
+        }
+    }
+}
+
+/// OpenAI's chat completions request.
+pub mod openai {
+    use super::{one_line, ChatMessage, ChatOptions, ChatRequest, Role};
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    /// Message content: a string, or a list of parts of which the text ones
+    /// count.
+    #[derive(Debug, Deserialize)]
+    #[serde(untagged)]
+    pub enum Content {
+        /// Plain text.
+        Text(String),
+        /// Typed parts.
+        Parts(Vec<Part>),
+    }
+
+    /// One part of a message's content.
+    #[derive(Debug, Deserialize)]
+    pub struct Part {
+        /// `text` (others are refused).
+        #[serde(rename = "type")]
+        pub kind: String,
+        /// The text of a `text` part.
+        #[serde(default)]
+        pub text: Option<String>,
+    }
+
+    /// One message.
+    #[derive(Debug, Deserialize)]
+    pub struct Message {
+        /// `system`, `developer`, `user` or `assistant`.
+        pub role: String,
+        /// Its content.
+        #[serde(default)]
+        pub content: Option<Content>,
+    }
+
+    /// `stream_options`.
+    #[derive(Debug, Deserialize)]
+    pub struct StreamOptions {
+        /// Send a last chunk with the usage.
+        #[serde(default)]
+        pub include_usage: bool,
+    }
+
+    /// `POST /v1/chat/completions`.
+    #[derive(Debug, Deserialize)]
+    pub struct CompletionBody {
+        /// The model.
+        pub model: String,
+        /// The conversation.
+        pub messages: Vec<Message>,
+        /// Stream server-sent events.
+        #[serde(default)]
+        pub stream: bool,
+        /// Streaming options.
+        #[serde(default)]
+        pub stream_options: Option<StreamOptions>,
+        /// Sampling temperature.
+        #[serde(default)]
+        pub temperature: Option<f64>,
+        /// Nucleus sampling mass.
+        #[serde(default)]
+        pub top_p: Option<f64>,
+        /// Answer length (older name).
+        #[serde(default)]
+        pub max_tokens: Option<usize>,
+        /// Answer length.
+        #[serde(default)]
+        pub max_completion_tokens: Option<usize>,
+        /// Answers wanted (only 1).
+        #[serde(default)]
+        pub n: Option<usize>,
+        /// A string or a list of strings.
+        #[serde(default)]
+        pub stop: Option<Value>,
+    }
+
+    /// One message as kinko's.
+    pub fn to_message(m: &Message) -> Result<ChatMessage, String> {
+        let role = match m.role.as_str() {
+            "system" | "developer" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => {
+                return Err(format!(
+                    "role `{}` is not supported (system, developer, user, assistant)",
+                    one_line(other)
+                ))
+            }
+        };
+        let text = match &m.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => {
+                if let Some(p) = parts.iter().find(|p| p.kind != "text") {
+                    return Err(format!(
+                        "content parts of type `{}` are not supported",
+                        one_line(&p.kind)
+                    ));
+                }
+                parts
+                    .iter()
+                    .filter_map(|p| p.text.clone())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        };
+        Ok(ChatMessage::new(role, text))
+    }
+
+    impl CompletionBody {
+        /// The request this body asks for.
+        pub fn chat_request(&self) -> Result<ChatRequest, String> {
+            if self.n.is_some_and(|n| n != 1) {
+                return Err("only n = 1 is supported".into());
+            }
+            let messages = self
+                .messages
+                .iter()
+                .map(to_message)
+                .collect::<Result<Vec<_>, _>>()?;
+            let bad_stop = || "stop must be a string or a list of strings".to_string();
+            let stop = match &self.stop {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(vec![s.clone()]),
+                Some(Value::Array(a)) => Some(
+                    a.iter()
+                        .map(|v| v.as_str().map(String::from).ok_or_else(bad_stop))
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Some(_) => return Err(bad_stop()),
+            };
+            Ok(ChatRequest {
+                model: self.model.clone(),
+                messages,
+                options: ChatOptions {
+                    temperature: self.temperature,
+                    top_p: self.top_p,
+                    max_tokens: self.max_completion_tokens.or(self.max_tokens),
+                    stop,
+                    ..ChatOptions::default()
+                },
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the fuzzer (fuzz/corpus/requests/regression-newline-in-field):
+    /// an unknown option named with a newline made a two-line refusal. So
+    /// do roles and content types the client names.
+    #[test]
+    fn refusals_that_quote_the_client_stay_one_line() {
+        let unknown = br#"{"model":"m","messages":[],"options":{"t\n":1}}"#;
+        let err = serde_json::from_slice::<ChatRequest>(unknown).unwrap_err();
+        let shown = one_line(&err.to_string());
+        assert!(!shown.contains('\n') && shown.contains("t\\n"), "{shown}");
+
+        let body: ollama::ChatBody = serde_json::from_slice(
+            br#"{"model":"m","messages":[{"role":"us\ner","content":"hi"}]}"#,
+        )
+        .unwrap();
+        let refusal = body.chat_request().unwrap_err();
+        assert_eq!(
+            refusal,
+            "role `us\\ner` is not supported (system, user, assistant)"
+        );
+
+        let body: openai::CompletionBody = serde_json::from_slice(
+            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"im\r\nage"}]}]}"#,
+        )
+        .unwrap();
+        let refusal = body.chat_request().unwrap_err();
+        assert!(!refusal.contains(['\n', '\r']), "{refusal}");
+    }
+
+    #[test]
+    fn ollama_counts_past_the_address_space_are_refused_or_capped() {
+        let map = |v: serde_json::Value| v.as_object().cloned();
+        let o =
+            ollama::options(map(serde_json::json!({"num_predict": i64::MAX})).as_ref()).unwrap();
+        assert_eq!(
+            validate_options(&o, 512, 4096).unwrap_err(),
+            format!(
+                "options.max_tokens must be between 1 and 4096, got {}",
+                i64::MAX
+            )
+        );
+        assert!(ollama::options(map(serde_json::json!({"num_ctx": -1})).as_ref()).is_err());
+        let o = ollama::options(map(serde_json::json!({"num_predict": -1})).as_ref()).unwrap();
+        assert_eq!(o.max_tokens, None);
+    }
+}
