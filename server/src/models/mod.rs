@@ -612,6 +612,7 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn names_are_normalised_and_checked() {
@@ -705,6 +706,90 @@ mod tests {
         let names: Vec<_> = store.list().into_iter().map(|m| m.manifest.name).collect();
         assert_eq!(names, vec!["tiny-copy:latest".to_string()]);
         let _ = fs::remove_dir_all(&home);
+    }
+
+    #[test]
+    fn digests_are_sha256_and_64_hex_digits_only() {
+        let hex64 = "Ab".repeat(32);
+        assert_eq!(
+            parse_digest(&format!("sha256:{hex64}")).unwrap(),
+            format!("sha256:{}", hex64.to_ascii_lowercase())
+        );
+        for bad in [
+            "sha256:../../etc/passwd".to_string(),
+            format!("sha256:{}", "a".repeat(63)),
+            format!("sha256:{}", "a".repeat(65)),
+            format!("sha256-{hex64}"),
+            format!("sha512:{hex64}"),
+            format!("sha256:{}g", "a".repeat(63)),
+            String::new(),
+        ] {
+            assert!(parse_digest(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_store_lists_no_symlink_and_no_manifest_that_points_elsewhere() {
+        let home = tempdir();
+        let store = ModelStore::new(&home);
+        let src = home.join("tiny.gguf");
+        gguf::write_tiny_test_model(&src).unwrap();
+        store.import("tiny:1", &src, None).unwrap();
+        let real = store.root().join("tiny-1");
+        // A directory link to it, a manifest naming a file outside, one
+        // naming another model, a GGUF that is a link out of the store.
+        std::os::unix::fs::symlink(&real, store.root().join("linked-1")).unwrap();
+        for (dir, edit) in [
+            ("outside-1", ("file", json!("../../../etc/passwd"))),
+            ("other-1", ("name", json!("tiny:1"))),
+            ("badsum-1", ("digest", json!("sha256:../x"))),
+        ] {
+            let d = store.root().join(dir);
+            fs::create_dir_all(&d).unwrap();
+            fs::copy(real.join(MODEL_FILE), d.join(MODEL_FILE)).unwrap();
+            let mut m: serde_json::Value =
+                serde_json::from_str(&fs::read_to_string(real.join(MANIFEST_FILE)).unwrap())
+                    .unwrap();
+            m["name"] = json!(dir.replace("-1", ":1"));
+            m[edit.0] = edit.1;
+            fs::write(d.join(MANIFEST_FILE), m.to_string()).unwrap();
+        }
+        let d = store.root().join("escape-1");
+        fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink(&src, d.join(MODEL_FILE)).unwrap();
+        let mut m: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(real.join(MANIFEST_FILE)).unwrap()).unwrap();
+        m["name"] = json!("escape:1");
+        fs::write(d.join(MANIFEST_FILE), m.to_string()).unwrap();
+        let names: Vec<String> = store.list().into_iter().map(|m| m.manifest.name).collect();
+        assert_eq!(names, ["tiny:1"]);
+    }
+
+    #[test]
+    fn recovery_removes_the_work_of_dead_processes_and_restores_a_replaced_model() {
+        let home = tempdir();
+        let store = ModelStore::new(&home);
+        let src = home.join("tiny.gguf");
+        gguf::write_tiny_test_model(&src).unwrap();
+        store.import("tiny:1", &src, None).unwrap();
+        let root = store.root().to_path_buf();
+        // No process has this id (beyond the kernel's pid_max).
+        let dead = 4_194_400;
+        // A replacement that died between its two renames.
+        fs::rename(
+            root.join("tiny-1"),
+            root.join(format!(".old-tiny-1-{dead}")),
+        )
+        .unwrap();
+        fs::create_dir_all(root.join(format!(".import-x-1-{dead}"))).unwrap();
+        fs::create_dir_all(root.join(format!(".copy-y-1-{dead}"))).unwrap();
+        // The work of a live process (pid 1) stays.
+        fs::create_dir_all(root.join(".import-z-1-1")).unwrap();
+        let done = store.recover();
+        assert_eq!(done.len(), 3, "{done:?}");
+        assert_eq!(store.list().len(), 1, "the replaced model is back");
+        assert!(root.join(".import-z-1-1").exists());
+        assert!(!root.join(format!(".import-x-1-{dead}")).exists());
     }
 
     fn tempdir() -> PathBuf {
