@@ -42,6 +42,9 @@ fi
 "$bench_venv/bin/python" -c 'import gguf' 2>/dev/null || "$bench_venv/bin/pip" install --quiet "gguf==0.19.0"
 (cd "$KINKO_ROOT" && LLAMA_PYTHON="$bench_venv/bin/python" "$bench_venv/bin/python" bench/bench.py --smoke --json "$logs/bench-smoke.json" 2>&1) | tee "$logs/bench.log"
 
+log "soak, 1-minute version (mixed traffic on every API, random disconnects, 4x the concurrency limit; bench/soak.py --minutes 30 is the real one)"
+(cd "$KINKO_ROOT" && KINKO_BIN="$KINKO_BIN" python3 bench/soak.py --minutes 1 --warmup 15 2>&1) | tee "$logs/soak.log"
+
 log "chat page benchmark smoke run (headless Chromium, the fake engine at 1 ms/token)"
 (cd "$KINKO_ROOT" && KINKO_BENCH_TOKEN_MS=1 KINKO_BIN="$KINKO_BIN" KINKO_SITE_ROOT="$KINKO_ROOT/target/site" \
   node bench/ui.mjs 2>&1) | tee "$logs/bench-ui.log"
@@ -58,6 +61,7 @@ failed=$((failed + $(grep -c '^fuzz .*: CRASH' "$logs/fuzz.log" || true)))
 clients_ran="$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} .*/\1/p' "$logs/clients.log" | tail -1)"
 passed=$((passed + ${clients_ran:-0}))
 grep -q "^bench smoke: 1 passed" "$logs/bench.log" && passed=$((passed + 1))
+if grep -q "^soak: passed" "$logs/soak.log"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 if grep -q "^  bundle: " "$logs/bench-ui.log"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 e2e_passed="$(sed -n 's/^ *\([0-9]*\) passed.*/\1/p' "$logs/e2e.log" | tail -1)"
 e2e_failed="$(sed -n 's/^ *\([0-9]*\) failed.*/\1/p' "$logs/e2e.log" | tail -1)"
