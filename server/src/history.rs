@@ -11,23 +11,11 @@
 
 use crate::engine::{ChatEngine, EngineError};
 use app::api::{ChatMessage, Role};
-use kinko_parse::window::{PlanError, Window};
+use kinko_parse::window::PlanError;
 
-/// The limits a conversation must fit in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistoryWindow {
-    /// The model's context length.
-    pub context_length: usize,
-    /// Tokens reserved for the answer.
-    pub max_tokens: usize,
-    /// Tokens kept free as a safety margin.
-    pub margin: usize,
-    /// Keep at most this many non-system messages, newest first.
-    pub max_messages: Option<usize>,
-    /// Drop earlier messages until the prompt is at most this long, if it
-    /// can be (the prompt the model reads in time).
-    pub soft_max_tokens: Option<usize>,
-}
+/// The limits a conversation must fit in (the arithmetic lives in
+/// `kinko_parse::window`, apart from any tokenizer).
+pub use kinko_parse::window::Window as HistoryWindow;
 
 /// A conversation cut to fit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,24 +52,20 @@ pub enum TrimError {
     Engine(#[from] EngineError),
 }
 
-impl HistoryWindow {
-    /// Tokens available for the prompt.
-    pub fn budget(&self) -> usize {
-        self.core().budget()
-    }
-
-    fn core(&self) -> Window {
-        Window {
-            context_length: self.context_length,
-            max_tokens: self.max_tokens,
-            margin: self.margin,
-            max_messages: self.max_messages,
-            soft_max_tokens: self.soft_max_tokens,
-        }
-    }
-
+/// The history window over a model's own tokenizer.
+#[allow(async_fn_in_trait)]
+pub trait Fit {
     /// Cut `messages` to fit, counting with `engine`'s tokenizer for `model`.
-    pub async fn fit(
+    async fn fit(
+        &self,
+        engine: &dyn ChatEngine,
+        model: &str,
+        messages: &[ChatMessage],
+    ) -> Result<Trimmed, TrimError>;
+}
+
+impl Fit for HistoryWindow {
+    async fn fit(
         &self,
         engine: &dyn ChatEngine,
         model: &str,
@@ -92,7 +76,6 @@ impl HistoryWindow {
             kept.iter().map(|&i| messages[i].clone()).collect()
         };
         let plan = self
-            .core()
             .plan(&is_system, |kept| {
                 let kept = pick(&kept);
                 async move { engine.count_tokens(model, &kept).await }

@@ -6,16 +6,29 @@
 //! carry no backtrace or Rust path, and leave the store as it was. The table
 //! is printed (`--nocapture`) for the issue's closing note.
 
+mod common;
+
 use kinko::models::validate::craft::{string, Crafted};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kinko");
 const KEY: &str = "attack-table-key-0123456789";
+/// Every route that changes something or runs the model.
+const MUTATING: [(&str, &str); 8] = [
+    ("POST", "/api/create"),
+    ("DELETE", "/api/delete"),
+    ("POST", "/api/copy"),
+    ("POST", "/api/pull"),
+    ("POST", "/api/chat"),
+    ("POST", "/api/generate"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/api/chat/stream"),
+];
 
 struct Server {
     child: Child,
@@ -42,11 +55,7 @@ fn fresh_dir(tag: &str) -> PathBuf {
 
 fn start(tag: &str, args: &[&str]) -> Server {
     let home = fresh_dir(tag);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let log = std::fs::File::create(home.join("server.log")).unwrap();
     let child = Command::new(BIN)
@@ -140,13 +149,7 @@ fn message(body: &str) -> String {
 fn installed(addr: SocketAddr) -> Vec<String> {
     let (status, body) = request(addr, "GET", "/api/tags", &[], b"");
     assert_eq!(status, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap().to_string())
-        .collect()
+    common::model_names(&body)
 }
 
 /// One row of the table.
@@ -227,16 +230,7 @@ fn the_published_attacks_get_clear_refusals_and_leak_nothing() {
 
     // CVE-2025-63389 (no authentication on model management): without the
     // key every mutating route is refused.
-    for (method, path) in [
-        ("POST", "/api/create"),
-        ("DELETE", "/api/delete"),
-        ("POST", "/api/copy"),
-        ("POST", "/api/pull"),
-        ("POST", "/api/chat"),
-        ("POST", "/api/generate"),
-        ("POST", "/v1/chat/completions"),
-        ("POST", "/api/chat/stream"),
-    ] {
+    for (method, path) in MUTATING {
         let body = br#"{"model":"broken","source":"broken","destination":"stolen"}"#;
         let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
         let got = raw(addr, &[req.as_bytes(), body].concat());
@@ -250,121 +244,97 @@ fn the_published_attacks_get_clear_refusals_and_leak_nothing() {
         );
     }
 
-    // CVE-2024-37032 (Probllama): a digest or a name that is a path.
-    let got = post(
-        addr,
-        "/api/pull",
-        json!({"model": "http://127.0.0.1:9/m.gguf@sha256:../../../../etc/passwd"}),
-    );
-    check(
-        &mut rows,
-        "CVE-2024-37032",
-        "pull with digest `sha256:../../../../etc/passwd`",
-        got,
-        422,
-        "invalid digest",
-    );
-    let got = post(
-        addr,
-        "/api/pull",
-        json!({"model": format!("http://127.0.0.1:9/m.gguf@sha256:{}", "a".repeat(63))}),
-    );
-    check(
-        &mut rows,
-        "CVE-2024-37032",
-        "pull with a 63-digit digest",
-        got,
-        422,
-        "invalid digest",
-    );
-    let got = post(
-        addr,
-        "/api/create",
-        json!({"model": "../../../tmp/evil", "from": broken}),
-    );
-    check(
-        &mut rows,
-        "CVE-2024-37032",
-        "create named `../../../tmp/evil`",
-        got,
-        422,
-        "invalid model name",
-    );
-    let got = post(
-        addr,
-        "/api/copy",
-        json!({"source": "broken", "destination": "../escaped"}),
-    );
-    check(
-        &mut rows,
-        "CVE-2024-37032",
-        "copy to `../escaped`",
-        got,
-        422,
-        "invalid model name",
-    );
-    let got = post(
-        addr,
-        "/api/copy",
-        json!({"source": "broken", "destination": "a\u{0}b"}),
-    );
-    check(
-        &mut rows,
-        "CVE-2024-37032",
-        "copy to a name with NUL",
-        got,
-        422,
-        "invalid model name",
-    );
-    let got = post(
-        addr,
-        "/api/copy",
-        json!({"source": "broken", "destination": "x".repeat(300)}),
-    );
-    check(
-        &mut rows,
-        "CVE-2024-37032",
-        "copy to a 300-character name",
-        got,
-        422,
-        "invalid model name",
-    );
-    let got = request(
-        addr,
-        "DELETE",
-        "/api/delete",
-        &[],
-        json!({"model": "../../broken-latest"})
-            .to_string()
-            .as_bytes(),
-    );
-    check(
-        &mut rows,
-        "CVE-2024-37032",
-        "delete `../../broken-latest`",
-        got,
-        404,
-        "is not installed",
-    );
-    let got = post(addr, "/api/blobs/sha256:..%2F..%2Fetc%2Fpasswd", json!({}));
-    check(
-        &mut rows,
-        "CVE-2024-37032",
-        "POST /api/blobs/sha256:../../etc/passwd",
-        got,
-        404,
-        "no route",
-    );
+    // CVE-2024-37032 (Probllama): a digest or a name that is a path;
     // CVE-2024-39722: /api/push revealed files through path traversal.
-    let got = post(addr, "/api/push", json!({"model": "../../../etc/passwd"}));
-    check(
-        &mut rows,
-        "CVE-2024-39722",
-        "POST /api/push with a path",
-        got,
-        404,
-        "no route",
-    );
+    let digest63 = "a".repeat(63);
+    let long_name = "x".repeat(300);
+    let paths: Vec<(&str, &str, &str, &str, Value, u16, &str)> = vec![
+        (
+            "CVE-2024-37032",
+            "pull with digest `sha256:../../../../etc/passwd`",
+            "POST",
+            "/api/pull",
+            json!({"model": "http://127.0.0.1:9/m.gguf@sha256:../../../../etc/passwd"}),
+            422,
+            "invalid digest",
+        ),
+        (
+            "CVE-2024-37032",
+            "pull with a 63-digit digest",
+            "POST",
+            "/api/pull",
+            json!({"model": format!("http://127.0.0.1:9/m.gguf@sha256:{digest63}")}),
+            422,
+            "invalid digest",
+        ),
+        (
+            "CVE-2024-37032",
+            "create named `../../../tmp/evil`",
+            "POST",
+            "/api/create",
+            json!({"model": "../../../tmp/evil", "from": broken}),
+            422,
+            "invalid model name",
+        ),
+        (
+            "CVE-2024-37032",
+            "copy to `../escaped`",
+            "POST",
+            "/api/copy",
+            json!({"source": "broken", "destination": "../escaped"}),
+            422,
+            "invalid model name",
+        ),
+        (
+            "CVE-2024-37032",
+            "copy to a name with NUL",
+            "POST",
+            "/api/copy",
+            json!({"source": "broken", "destination": "a\u{0}b"}),
+            422,
+            "invalid model name",
+        ),
+        (
+            "CVE-2024-37032",
+            "copy to a 300-character name",
+            "POST",
+            "/api/copy",
+            json!({"source": "broken", "destination": long_name}),
+            422,
+            "invalid model name",
+        ),
+        (
+            "CVE-2024-37032",
+            "delete `../../broken-latest`",
+            "DELETE",
+            "/api/delete",
+            json!({"model": "../../broken-latest"}),
+            404,
+            "is not installed",
+        ),
+        (
+            "CVE-2024-37032",
+            "POST /api/blobs/sha256:../../etc/passwd",
+            "POST",
+            "/api/blobs/sha256:..%2F..%2Fetc%2Fpasswd",
+            json!({}),
+            404,
+            "no route",
+        ),
+        (
+            "CVE-2024-39722",
+            "POST /api/push with a path",
+            "POST",
+            "/api/push",
+            json!({"model": "../../../etc/passwd"}),
+            404,
+            "no route",
+        ),
+    ];
+    for (record, shape, method, path, body, status, says) in paths {
+        let got = request(addr, method, path, &[], body.to_string().as_bytes());
+        check(&mut rows, record, shape, got, status, says);
+    }
 
     // CVE-2024-39719 / 39721 / 45436: `FROM` a server-side path. Every kind
     // of file that is not a GGUF model gets the same answer, quickly.
@@ -563,16 +533,7 @@ fn the_published_attacks_get_clear_refusals_and_leak_nothing() {
 
     // Cross-origin requests a web page can make without a preflight:
     // text/plain POSTs to every mutating route, and `Origin: null`.
-    for (method, path) in [
-        ("POST", "/api/create"),
-        ("DELETE", "/api/delete"),
-        ("POST", "/api/copy"),
-        ("POST", "/api/pull"),
-        ("POST", "/api/chat"),
-        ("POST", "/api/generate"),
-        ("POST", "/v1/chat/completions"),
-        ("POST", "/api/chat/stream"),
-    ] {
+    for (method, path) in MUTATING {
         let body =
             json!({"model": "broken", "source": "broken", "destination": "stolen", "from": broken})
                 .to_string();

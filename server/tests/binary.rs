@@ -2,20 +2,15 @@
 //! shutdown on SIGTERM, and LAN access with an API key over a real
 //! non-loopback address inside a network namespace the test creates.
 
+mod common;
+
+use common::free_port;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kinko");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Server(Child);
 

@@ -4,6 +4,10 @@
 //! file is there, with the size and digest it names). A partial download is
 //! kept only when it can be resumed, and then it is.
 
+mod common;
+
+use common::free_port;
+
 use kinko::models::validate::craft::Crafted;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -31,14 +35,6 @@ fn big_model(dir: &Path) -> PathBuf {
         f.write_all(&chunk).unwrap();
     }
     path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Server {
@@ -99,14 +95,7 @@ impl Server {
         .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
-        let body = out.split_once("\r\n\r\n").unwrap().1;
-        let v: Value = serde_json::from_str(body).unwrap();
-        v["models"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["name"].as_str().unwrap().to_string())
-            .collect()
+        common::model_names(out.split_once("\r\n\r\n").unwrap().1)
     }
 }
 

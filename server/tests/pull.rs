@@ -263,3 +263,99 @@ async fn an_endless_download_stops_at_the_cap_and_leaves_nothing() {
         .count();
     assert_eq!(leftovers, 0, "the partial file is deleted");
 }
+
+/// A gzip stream of `data` in stored (uncompressed) deflate blocks.
+fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut crc_table = [0u32; 256];
+    for (i, entry) in crc_table.iter_mut().enumerate() {
+        let mut c = i as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+        *entry = c;
+    }
+    let crc = !data.iter().fold(!0u32, |c, &b| {
+        crc_table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
+    });
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let blocks: Vec<&[u8]> = data.chunks(65_535).collect();
+    for (i, block) in blocks.iter().enumerate() {
+        out.push(u8::from(i + 1 == blocks.len()));
+        let len = block.len() as u16;
+        out.extend(len.to_le_bytes());
+        out.extend((!len).to_le_bytes());
+        out.extend(*block);
+    }
+    out.extend(crc.to_le_bytes());
+    out.extend((data.len() as u32).to_le_bytes());
+    out
+}
+
+#[tokio::test]
+async fn a_gzip_body_is_never_inflated_and_redirects_stay_on_http() {
+    let dir = temp_dir("pull-gzip");
+    let gguf = dir.join("tiny.gguf");
+    kinko::models::gguf::write_tiny_test_model(&gguf).unwrap();
+    let packed = gzip_stored(&std::fs::read(&gguf).unwrap());
+    let app = Router::new()
+        .route(
+            "/packed.gguf",
+            get(move || {
+                let packed = packed.clone();
+                async move { ([(header::CONTENT_ENCODING, "gzip")], packed).into_response() }
+            }),
+        )
+        .route(
+            "/elsewhere.gguf",
+            get(|| async {
+                (
+                    StatusCode::FOUND,
+                    [(header::LOCATION, "file:///etc/passwd")],
+                )
+                    .into_response()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let store = ModelStore::new(dir.join("home"));
+    let (state, _, _) = fake_state(FakeConfig::default(), ServeConfig::default());
+    let kinko = kinko::api_router(state.with_store(store.clone()));
+
+    // Inflated, this would be a valid model; kept as sent, it is not GGUF.
+    let (_, lines) = pull(
+        &kinko,
+        json!({"model": format!("http://{addr}/packed.gguf"), "name": "packed"}),
+    )
+    .await;
+    let error = lines.last().unwrap()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        error, "the downloaded file is not a usable GGUF model: not a GGUF file",
+        "{lines:?}"
+    );
+
+    let (_, lines) = pull(
+        &kinko,
+        json!({"model": format!("http://{addr}/elsewhere.gguf"), "name": "elsewhere"}),
+    )
+    .await;
+    let error = lines.last().unwrap()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("download failed"), "{lines:?}");
+    assert!(!error.contains("root:"), "{error}");
+
+    assert!(store.list().is_empty());
+    let leftovers = std::fs::read_dir(store.root().join(".downloads"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0);
+}

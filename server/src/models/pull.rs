@@ -54,6 +54,9 @@ pub enum PullError {
         /// What arrived.
         actual: String,
     },
+    /// What arrived is not a GGUF model kinko can take.
+    #[error("the downloaded file is not a usable GGUF model: {0}")]
+    NotAModel(String),
     /// Storing it failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -339,7 +342,14 @@ async fn download(
     let outcome = tokio::task::spawn_blocking(move || store2.import(&name, &path, quantize))
         .await
         .map_err(|e| drop_it(PullError::Http(e.to_string())))?
-        .map_err(|e| drop_it(PullError::Store(e)))?;
+        .map_err(|e| {
+            // Said without the partial file's path, which is the server's.
+            drop_it(match e {
+                StoreError::NotFound(_) => PullError::NotAModel("not a GGUF file".into()),
+                StoreError::NotGguf { reason, .. } => PullError::NotAModel(reason),
+                other => PullError::Store(other),
+            })
+        })?;
     let _ = tokio::fs::remove_file(partial).await;
     let _ = tokio::fs::remove_file(resumable_marker(partial)).await;
     drop(lock);

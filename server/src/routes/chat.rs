@@ -3,7 +3,7 @@
 
 use crate::engine::{EngineRequest, KeepAlive as ModelKeepAlive, Sampling};
 use crate::error::{ApiError, ApiJson};
-use crate::history::{HistoryWindow, TrimError};
+use crate::history::{Fit, HistoryWindow, TrimError};
 use crate::models::normalize_name;
 use crate::sse::{relay, sse_events, ChatEvent, StopFilter, Timeouts};
 use crate::AppState;

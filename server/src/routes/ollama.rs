@@ -625,6 +625,7 @@ async fn pull(
             message: e.to_string(),
         }),
         PullError::Store(e) => OllamaError(e.into()),
+        e @ PullError::NotAModel(_) => OllamaError(ApiError::invalid(e.to_string())),
         other => OllamaError(ApiError::Unavailable(other.to_string())),
     };
     let max_bytes = state.config.max_pull_bytes;
