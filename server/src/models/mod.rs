@@ -518,6 +518,16 @@ impl ModelStore {
             return Ok(false);
         };
         let dest = normalize_name(destination)?;
+        // What enters the store under a new name is checked like any import
+        // (and named by its model, not by its path in the store).
+        gguf::validate(&model.gguf_path()).map_err(|e| match e {
+            StoreError::NotGguf { reason, .. } => StoreError::NotGguf {
+                path: format!("model `{}`", model.manifest.name),
+                reason,
+            },
+            StoreError::NotFound(_) => StoreError::NotFound(model.manifest.name.clone()),
+            other => other,
+        })?;
         let tmp = self.root.join(format!(
             ".copy-{}-{}",
             dest.replace(':', "-"),
@@ -763,6 +773,30 @@ mod tests {
         fs::write(d.join(MANIFEST_FILE), m.to_string()).unwrap();
         let names: Vec<String> = store.list().into_iter().map(|m| m.manifest.name).collect();
         assert_eq!(names, ["tiny:1"]);
+    }
+
+    #[test]
+    fn a_copy_checks_the_file_again() {
+        let home = tempdir();
+        let store = ModelStore::new(&home);
+        let src = home.join("tiny.gguf");
+        gguf::write_tiny_test_model(&src).unwrap();
+        store.import("tiny:1", &src, None).unwrap();
+        // Damaged in the store after it was imported: cut short.
+        let file = store.root().join("tiny-1").join(MODEL_FILE);
+        let len = fs::metadata(&file).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(len - 64)
+            .unwrap();
+        let err = store.copy("tiny:1", "copy:1").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "model `tiny:1`: not a readable GGUF file: tensor token_embd.weight ends past the end of the file"
+        );
+        assert!(store.get("copy:1").is_none());
     }
 
     #[test]
