@@ -166,7 +166,12 @@ pub mod ollama {
                 "top_p" => o.top_p = Some(v.as_f64().ok_or_else(|| bad(k))?),
                 "top_k" => o.top_k = Some(count(k, v)?),
                 "repeat_penalty" => {
-                    o.repeat_penalty = Some(v.as_f64().ok_or_else(|| bad(k))? as f32)
+                    // A number past f32's range would become infinity.
+                    let r = v.as_f64().ok_or_else(|| bad(k))? as f32;
+                    if !r.is_finite() {
+                        return Err(format!("option `{k}` is out of range"));
+                    }
+                    o.repeat_penalty = Some(r)
                 }
                 "num_ctx" => o.num_ctx = Some(count(k, v)?),
                 "stop" => {
@@ -401,6 +406,21 @@ mod tests {
         .unwrap();
         let refusal = body.chat_request().unwrap_err();
         assert!(!refusal.contains(['\n', '\r']), "{refusal}");
+    }
+
+    /// Found by the fuzzer (fuzz/corpus/requests/regression-f32-overflow):
+    /// an Ollama `repeat_penalty` of 4.4e99 became an infinite f32, which
+    /// kinko's wire form cannot carry (it reads back as no value).
+    #[test]
+    fn a_repeat_penalty_past_f32_is_refused() {
+        let map = serde_json::json!({"repeat_penalty": 4.4e99});
+        let refusal = ollama::options(map.as_object()).unwrap_err();
+        assert_eq!(refusal, "option `repeat_penalty` is out of range");
+        let map = serde_json::json!({"repeat_penalty": 1.1});
+        assert_eq!(
+            ollama::options(map.as_object()).unwrap().repeat_penalty,
+            Some(1.1)
+        );
     }
 
     #[test]
