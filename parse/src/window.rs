@@ -79,10 +79,12 @@ impl Window {
         // message but the newest one.
         let last = is_system.len().saturating_sub(1);
         let droppable: Vec<usize> = (0..last).filter(|&i| !is_system[i]).collect();
+        // Dropping `skip` means dropping the droppable messages up to and
+        // including droppable[skip - 1] (they are in order).
         let keep_from = |skip: usize| -> Vec<usize> {
-            let dropped = &droppable[..skip];
+            let cut = skip.checked_sub(1).map(|k| droppable[k]);
             (0..is_system.len())
-                .filter(|i| !dropped.contains(i))
+                .filter(|&i| !(cut.is_some_and(|c| i <= c) && i < last && !is_system[i]))
                 .collect()
         };
         let mut count = |kept: Vec<usize>| {
