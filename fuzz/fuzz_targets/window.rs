@@ -46,22 +46,33 @@ fuzz_target!(|data: &[u8]| {
         std::future::ready(Ok::<usize, ()>(tokens(&kept)))
     }));
     let n = is_system.len();
-    let droppable: Vec<usize> = (0..n.saturating_sub(1)).filter(|&i| !is_system[i]).collect();
-    let keep_from = |skip: usize| -> Vec<usize> {
-        (0..n).filter(|i| !droppable[..skip].contains(i)).collect()
-    };
+    let droppable: Vec<usize> = (0..n.saturating_sub(1))
+        .filter(|&i| !is_system[i])
+        .collect();
+    let keep_from =
+        |skip: usize| -> Vec<usize> { (0..n).filter(|i| !droppable[..skip].contains(i)).collect() };
     let hard = window.budget();
     let budget = window.soft_max_tokens.map_or(hard, |s| s.min(hard));
-    assert!(calls <= 3 + 2 * (usize::BITS - n.leading_zeros()) as usize, "{calls} tokenizer calls for {n} messages");
+    assert!(
+        calls <= 3 + 2 * (usize::BITS - n.leading_zeros()) as usize,
+        "{calls} tokenizer calls for {n} messages"
+    );
     match result {
         Ok(plan) => {
-            assert_eq!(plan.kept, keep_from(plan.dropped), "only the oldest droppable messages go");
+            assert_eq!(
+                plan.kept,
+                keep_from(plan.dropped),
+                "only the oldest droppable messages go"
+            );
             assert!(plan.dropped <= droppable.len());
             assert_eq!(plan.prompt_tokens, tokens(&plan.kept));
             assert!(plan.prompt_tokens <= hard, "the prompt fits the window");
             if let Some(cap) = window.max_messages {
                 let others = plan.kept.iter().filter(|&&i| !is_system[i]).count();
-                assert!(others <= cap.max(1), "{others} messages kept over the cap {cap}");
+                assert!(
+                    others <= cap.max(1),
+                    "{others} messages kept over the cap {cap}"
+                );
             }
             let by_cap = match window.max_messages {
                 Some(cap) if droppable.len() + 1 > cap.max(1) => droppable.len() + 1 - cap.max(1),
@@ -69,7 +80,10 @@ fuzz_target!(|data: &[u8]| {
             };
             let smallest_over_soft = plan.dropped == droppable.len() && plan.prompt_tokens > budget;
             if plan.dropped > by_cap && !smallest_over_soft {
-                assert!(tokens(&keep_from(plan.dropped - 1)) > budget, "dropped one more than needed");
+                assert!(
+                    tokens(&keep_from(plan.dropped - 1)) > budget,
+                    "dropped one more than needed"
+                );
                 assert!(plan.prompt_tokens <= budget);
             }
         }

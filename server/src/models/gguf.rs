@@ -50,16 +50,20 @@ pub fn dtype_name(dtype: GgmlDType) -> &'static str {
 /// not wait for a writer (reads of a regular file ignore the flag).
 pub fn open_regular(path: &Path) -> Result<File, StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let not_found = || StoreError::NotFound(path.display().to_string());
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map_err(|_| not_found())?;
+        .map_err(|_| not_found(path))?;
     match file.metadata() {
         Ok(m) if m.is_file() => Ok(file),
-        _ => Err(not_found()),
+        _ => Err(not_found(path)),
     }
+}
+
+/// The one answer for every path that is not a readable GGUF file.
+fn not_found(path: &Path) -> StoreError {
+    StoreError::NotFound(path.display().to_string())
 }
 
 /// Check the GGUF file at `path` with kinko's own validator: a file that is
@@ -67,18 +71,11 @@ pub fn open_regular(path: &Path) -> Result<File, StoreError> {
 /// `NotGguf` with one line saying what is wrong.
 pub fn validate(path: &Path) -> Result<File, StoreError> {
     let file = open_regular(path)?;
-    let len = file
-        .metadata()
-        .map_err(|_| StoreError::NotFound(path.display().to_string()))?
-        .len();
-    let reader = file
-        .try_clone()
-        .map_err(|_| StoreError::NotFound(path.display().to_string()))?;
+    let len = file.metadata().map_err(|_| not_found(path))?.len();
+    let reader = file.try_clone().map_err(|_| not_found(path))?;
     match super::validate::validate(reader, len) {
         Ok(_) => Ok(file),
-        Err(super::validate::Refused::NotGguf) => {
-            Err(StoreError::NotFound(path.display().to_string()))
-        }
+        Err(super::validate::Refused::NotGguf) => Err(not_found(path)),
         Err(super::validate::Refused::Invalid(reason)) => Err(StoreError::NotGguf {
             path: path.display().to_string(),
             reason,
@@ -93,8 +90,7 @@ pub fn inspect(path: &Path) -> Result<GgufInfo, StoreError> {
         reason,
     };
     let mut file = validate(path)?;
-    std::io::Seek::rewind(&mut file)
-        .map_err(|_| StoreError::NotFound(path.display().to_string()))?;
+    std::io::Seek::rewind(&mut file).map_err(|_| not_found(path))?;
     let content = Content::read(&mut BufReader::new(file)).map_err(|e| {
         // candle's errors may carry a backtrace: the log gets it, the
         // client one line.

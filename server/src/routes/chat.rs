@@ -7,7 +7,7 @@ use crate::history::{Fit, HistoryWindow, TrimError};
 use crate::models::normalize_name;
 use crate::sse::{relay, sse_events, ChatEvent, StopFilter, Timeouts};
 use crate::AppState;
-use app::api::{ChatOptions, ChatRequest, MetaEvent, Role};
+use app::api::{ChatRequest, MetaEvent, Role};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::sse::{KeepAlive, Sse};
@@ -30,17 +30,6 @@ const MIN_PROMPT_ROOM: usize = 1024;
 /// The chat stream route.
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/chat/stream", post(stream_chat))
-}
-
-/// Check sampling options (see [`kinko_parse::requests::validate_options`]);
-/// answers the answer length.
-pub fn validate_options(
-    options: &ChatOptions,
-    default_max_tokens: usize,
-    max_tokens_cap: usize,
-) -> Result<usize, ApiError> {
-    kinko_parse::requests::validate_options(options, default_max_tokens, max_tokens_cap)
-        .map_err(ApiError::invalid)
 }
 
 /// A preset (made from a Modelfile) brings its system prompt, used when the
@@ -108,11 +97,12 @@ pub async fn start_answer_kept(
     let config = &state.config;
     apply_preset(state, &mut req).await;
     kinko_parse::requests::check_messages(&req.messages).map_err(ApiError::invalid)?;
-    let mut max_tokens = validate_options(
+    let mut max_tokens = kinko_parse::requests::validate_options(
         &req.options,
         config.default_max_tokens,
         config.max_tokens_cap,
-    )?;
+    )
+    .map_err(ApiError::invalid)?;
     let name = normalize_name(&req.model).map_err(|_| ApiError::UnknownModel(req.model.clone()))?;
     let info = state
         .engine
