@@ -322,7 +322,7 @@ pub fn scroll_conversation() {
 
 /// A click in the conversation: when it was on a code block's Copy button,
 /// copy that block's code.
-pub fn copy_code_clicked(ev: &web_sys::MouseEvent) {
+pub fn copy_code_clicked(ev: &web_sys::MouseEvent, t: &'static crate::i18n::Text) {
     let Some(target) = ev
         .target()
         .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
@@ -340,8 +340,8 @@ pub fn copy_code_clicked(ev: &web_sys::MouseEvent) {
         .and_then(|code| code.text_content());
     if let Some(code) = code {
         copy_text(&code);
-        button.set_text_content(Some("Copied"));
-        after(1500, move || button.set_text_content(Some("Copy")));
+        button.set_text_content(Some(t.copied));
+        after(1500, move || button.set_text_content(Some(t.copy)));
     }
 }
 
@@ -352,5 +352,156 @@ pub fn mark_hydrated() {
         .and_then(|d| d.body())
     {
         let _ = body.set_attribute("data-hydrated", "true");
+    }
+}
+
+/// Hear the page's shortcuts; `handler` says whether it used the key (then
+/// the browser's own action is prevented).
+pub fn listen_for_shortcuts(handler: impl Fn(crate::page::Shortcut) -> bool + 'static) {
+    use crate::page::Shortcut;
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let listener = wasm_bindgen::closure::Closure::<dyn Fn(web_sys::KeyboardEvent)>::new(
+        move |ev: web_sys::KeyboardEvent| {
+            if ev.default_prevented() || ev.is_composing() {
+                return;
+            }
+            let ctrl = ev.ctrl_key() || ev.meta_key();
+            let key = ev.key().to_lowercase();
+            let shortcut = match (ctrl, ev.shift_key(), key.as_str()) {
+                (true, true, "o") => Shortcut::NewChat,
+                (true, false, "k") => Shortcut::Search,
+                (true, _, "/") => Shortcut::Help,
+                (false, _, "escape") => Shortcut::Escape,
+                _ => return,
+            };
+            if handler(shortcut) {
+                ev.prevent_default();
+            }
+        },
+    );
+    let _ = window.add_event_listener_with_callback("keydown", listener.as_ref().unchecked_ref());
+    // The page lives as long as the listener.
+    listener.forget();
+}
+
+/// Focus the element `selector` finds.
+pub fn focus(selector: &str) {
+    let el = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.query_selector(selector).ok().flatten())
+        .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
+    if let Some(el) = el {
+        let _ = el.focus();
+    }
+}
+
+/// A file's bytes, when it is at most `cap` bytes long.
+pub async fn file_bytes(file: &web_sys::File, cap: usize) -> Option<Vec<u8>> {
+    if file.size() > cap as f64 {
+        return None;
+    }
+    let buffer = wasm_bindgen_futures::JsFuture::from(file.array_buffer())
+        .await
+        .ok()?;
+    Some(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
+/// A file's text.
+pub async fn file_text(file: &web_sys::File) -> Option<String> {
+    wasm_bindgen_futures::JsFuture::from(file.text())
+        .await
+        .ok()?
+        .as_string()
+}
+
+/// Offer `text` as a download named `name`.
+pub fn download(name: &str, mime: &str, text: &str) {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let parts = js_sys::Array::of1(&wasm_bindgen::JsValue::from_str(text));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(&format!("{mime};charset=utf-8"));
+    let Ok(blob) = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options) else {
+        return;
+    };
+    let Ok(url) = web_sys::Url::create_object_url_with_blob(&blob) else {
+        return;
+    };
+    if let Some(a) = document
+        .create_element("a")
+        .ok()
+        .and_then(|a| a.dyn_into::<web_sys::HtmlAnchorElement>().ok())
+    {
+        a.set_href(&url);
+        a.set_download(name);
+        a.click();
+    }
+    after(10_000, move || {
+        let _ = web_sys::Url::revoke_object_url(&url);
+    });
+}
+
+/// `kinko-chats-2026-11-21.json`: a name with today's date.
+pub fn dated_name(prefix: &str, extension: &str) -> String {
+    let iso = js_sys::Date::new_0().to_iso_string();
+    let day: String = String::from(iso).chars().take(10).collect();
+    format!("{prefix}-{day}.{extension}")
+}
+
+/// A date and time for people in `locale`, in the browser's time zone.
+pub fn locale_date(ms: f64, locale: &str) -> String {
+    let options = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&options, &"dateStyle".into(), &"medium".into());
+    let _ = js_sys::Reflect::set(&options, &"timeStyle".into(), &"short".into());
+    js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms))
+        .to_locale_string(locale, &options)
+        .into()
+}
+
+/// Remember a preference in localStorage and in a cookie (so the server
+/// renders the next page with it).
+pub fn remember_pref(key: &str, value: &str) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    if let Ok(Some(storage)) = window.local_storage() {
+        let _ = storage.set_item(key, value);
+    }
+    if let Some(doc) = window
+        .document()
+        .and_then(|d| d.dyn_into::<web_sys::HtmlDocument>().ok())
+    {
+        let _ = doc.set_cookie(&format!(
+            "{key}={value}; path=/; max-age=31536000; SameSite=Lax"
+        ));
+    }
+}
+
+/// The browser's preferred language tag (`navigator.language`).
+pub fn browser_language() -> Option<String> {
+    web_sys::window()?.navigator().language()
+}
+
+/// An attribute of `<html>`.
+pub fn html_attribute(name: &str) -> Option<String> {
+    web_sys::window()?
+        .document()?
+        .document_element()?
+        .get_attribute(name)
+}
+
+/// Set (or, for `None`, remove) an attribute of `<html>`.
+pub fn set_html_attribute(name: &str, value: Option<&str>) {
+    if let Some(el) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.document_element())
+    {
+        let _ = match value {
+            Some(v) => el.set_attribute(name, v),
+            None => el.remove_attribute(name),
+        };
     }
 }

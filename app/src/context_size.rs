@@ -4,6 +4,7 @@
 //! shows that cost as this machine measured it.
 
 use crate::api::{ModelPromptCost, ModelSummary, PromptCost};
+use crate::i18n::{use_lang, Lang};
 use leptos::prelude::*;
 
 /// Sizes offered, up to the model's window (which is always offered too).
@@ -32,44 +33,29 @@ pub fn effective(chosen: Option<usize>, server_default: usize, model_window: usi
     }
 }
 
-/// Seconds for people: `< 1 s`, `40 s`, `3 min`.
-pub fn human_seconds(secs: f64) -> String {
-    if secs < 1.0 {
-        "< 1 s".into()
-    } else if secs < 90.0 {
-        format!("{secs:.0} s")
-    } else {
-        format!("{:.0} min", secs / 60.0)
-    }
-}
-
 /// The time a `size`-token prompt takes: `≈ 40 s`, or `≥ 40 s` where the
 /// estimate is only a lower bound (far past the prompts measured).
-pub fn cost_short(cost: &PromptCost, size: usize) -> String {
+pub fn cost_short(cost: &PromptCost, size: usize, lang: Lang) -> String {
     let secs = cost.seconds(size);
     match (cost.is_lower_bound(size), secs < 1.0) {
-        (false, true) => human_seconds(secs),
-        (false, false) => format!("≈ {}", human_seconds(secs)),
-        (true, _) => format!("≥ {}", human_seconds(secs)),
+        (false, true) => lang.seconds(secs),
+        (false, false) => format!("≈ {}", lang.seconds(secs)),
+        (true, _) => format!("≥ {}", lang.seconds(secs)),
     }
 }
 
 /// What a full window of `size` tokens costs, in words.
-pub fn cost_text(cost: Option<&PromptCost>, size: usize) -> String {
+pub fn cost_text(cost: Option<&PromptCost>, size: usize, lang: Lang) -> String {
+    let t = lang.t();
+    let n = size.to_string();
     match cost {
-        Some(c) if c.is_lower_bound(size) => format!(
-            "Context: a full {size}-token window takes at least {} to read on this machine \
-             (measured so far on prompts up to {} tokens)",
-            human_seconds(c.seconds(size)),
-            c.longest
+        Some(c) if c.is_lower_bound(size) => (t.ctx_cost_lower)(
+            &n,
+            &lang.seconds(c.seconds(size)),
+            &c.longest.to_string(),
         ),
-        Some(c) => format!(
-            "Context: a full {size}-token window takes ≈ {} to read on this machine",
-            human_seconds(c.seconds(size))
-        ),
-        None => format!(
-            "Context: {size} tokens (reading speed on this machine is measured from the first answer on)"
-        ),
+        Some(c) => (t.ctx_cost)(&n, &lang.seconds(c.seconds(size))),
+        None => (t.ctx_cost_unknown)(&n),
     }
 }
 
@@ -86,6 +72,8 @@ pub fn ContextPicker(
     server_default: RwSignal<usize>,
     /// Measured prompt costs per model.
     costs: RwSignal<Vec<ModelPromptCost>>,
+    /// The model preset's size, used before the server's default.
+    preset: Signal<Option<usize>>,
 ) -> impl IntoView {
     let window = move || {
         models.with(|list| {
@@ -95,27 +83,35 @@ pub fn ContextPicker(
         })
     };
     let cost = move || costs.with(|c| c.iter().find(|c| c.model == model.get()).map(|c| c.cost));
-    let size_label = move |size: usize| match cost() {
-        Some(c) => format!("{size} tokens · {}", cost_short(&c, size)),
-        None => format!("{size} tokens"),
+    let lang = use_lang();
+    let size_label = move |size: usize| {
+        let l = lang.get();
+        let label = (l.t().ctx_tokens)(&size.to_string());
+        match cost() {
+            Some(c) => format!("{label} · {}", cost_short(&c, size, l)),
+            None => label,
+        }
     };
     // The default: "4096 tokens (default) · ≈ 2 min".
-    let default_label = move |size: usize| match cost() {
-        Some(c) => format!("{size} tokens (default) · {}", cost_short(&c, size)),
-        None => format!("{size} tokens (default)"),
+    let default_label = move |size: usize| {
+        let l = lang.get();
+        let label = (l.t().ctx_default)(&size.to_string());
+        match cost() {
+            Some(c) => format!("{label} · {}", cost_short(&c, size, l)),
+            None => label,
+        }
     };
     view! {
-        <label class="picker context-picker" title="How much of the conversation the model reads each turn">
-            <span class="visually-hidden">"Context size"</span>
+        <label class="field context-picker" title=move || lang.get().t().context_size_title>
+            <span class="field-name">{move || lang.get().t().context_size}</span>
             <select
                 data-testid="num-ctx"
-                aria-label="Context size"
                 on:change=move |ev| chosen.set(event_target_value(&ev).parse::<usize>().ok())
                 prop:value=move || chosen.get().map(|n| n.to_string()).unwrap_or_default()
             >
                 <option value="" selected=move || chosen.get().is_none()>
                     {move || {
-                        let size = effective(None, server_default.get(), window());
+                        let size = effective(preset.get(), server_default.get(), window());
                         default_label(size)
                     }}
                 </option>
@@ -135,8 +131,8 @@ pub fn ContextPicker(
         </label>
         <span class="context-cost" data-testid="num-ctx-cost">
             {move || {
-                let size = effective(chosen.get(), server_default.get(), window());
-                cost_text(cost().as_ref(), size)
+                let size = effective(chosen.get().or(preset.get()), server_default.get(), window());
+                cost_text(cost().as_ref(), size, lang.get())
             }}
         </span>
     }
@@ -163,9 +159,10 @@ mod tests {
 
     #[test]
     fn costs_read_like_people_talk() {
-        assert_eq!(human_seconds(0.4), "< 1 s");
-        assert_eq!(human_seconds(38.2), "38 s");
-        assert_eq!(human_seconds(447.0), "7 min");
+        let en = Lang::En;
+        assert_eq!(en.seconds(0.4), "< 1 s");
+        assert_eq!(en.seconds(38.2), "38 s");
+        assert_eq!(en.seconds(447.0), "7 min");
         let c = PromptCost {
             per_token: 0.00739,
             per_token_squared: 5.92e-6,
@@ -173,10 +170,14 @@ mod tests {
             longest: 1992,
         };
         assert_eq!(
-            cost_text(Some(&c), 4096),
+            cost_text(Some(&c), 4096, en),
             "Context: a full 4096-token window takes ≈ 2 min to read on this machine"
         );
-        assert!(cost_text(None, 4096).contains("measured from the first answer on"));
+        assert_eq!(
+            cost_text(Some(&c), 4096, Lang::Ja),
+            "コンテキスト: 4096 トークンの枠を読み切るのに、この機械では約 2 分かかります"
+        );
+        assert!(cost_text(None, 4096, en).contains("measured from the first answer on"));
         // Short prompts only, no square term yet: far sizes are lower bounds.
         let short = PromptCost {
             per_token: 0.0093,
@@ -184,10 +185,10 @@ mod tests {
             samples: 1,
             longest: 36,
         };
-        assert_eq!(cost_short(&short, 64), "< 1 s");
-        assert_eq!(cost_short(&short, 4096), "≥ 38 s");
+        assert_eq!(cost_short(&short, 64, en), "< 1 s");
+        assert_eq!(cost_short(&short, 4096, en), "≥ 38 s");
         assert_eq!(
-            cost_text(Some(&short), 4096),
+            cost_text(Some(&short), 4096, en),
             "Context: a full 4096-token window takes at least 38 s to read on this machine \
              (measured so far on prompts up to 36 tokens)"
         );

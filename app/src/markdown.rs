@@ -45,7 +45,20 @@ fn fence_language(info: &str) -> String {
         .collect()
 }
 
+thread_local! {
+    /// The code blocks' Copy button: its text and its label, in the page's
+    /// language (blocks rendered before a switch keep theirs).
+    static COPY_LABELS: std::cell::Cell<(&'static str, &'static str)> =
+        const { std::cell::Cell::new(("Copy", "Copy code")) };
+}
+
+/// Set the code blocks' Copy button text and label.
+pub fn set_copy_labels(text: &'static str, label: &'static str) {
+    COPY_LABELS.with(|c| c.set((text, label)));
+}
+
 fn code_block(language: &str, code: &str) -> String {
+    let (copy_text, copy_label) = COPY_LABELS.with(|c| c.get());
     let mut out = String::with_capacity(code.len() * 2 + 200);
     out.push_str("<div class=\"code-block\"><div class=\"code-head\"><span class=\"code-lang\">");
     escape(
@@ -57,9 +70,12 @@ fn code_block(language: &str, code: &str) -> String {
         },
     );
     out.push_str(
-        "</span><button type=\"button\" class=\"copy-code\" data-testid=\"copy-code\" \
-         aria-label=\"Copy code\">Copy</button></div><pre><code",
+        "</span><button type=\"button\" class=\"copy-code\" data-testid=\"copy-code\" aria-label=\"",
     );
+    escape(&mut out, copy_label);
+    out.push_str("\">");
+    escape(&mut out, copy_text);
+    out.push_str("</button></div><pre><code");
     if !language.is_empty() {
         let _ = write!(out, " class=\"language-{language}\"");
     }

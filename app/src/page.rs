@@ -3,10 +3,16 @@
 //! (IndexedDB, one record each); the open one is sent whole each turn and
 //! its answer streams in as SSE.
 
-use crate::api::{ChatOptions, ChatRequest, ModelPromptCost, ModelSummary, Role};
-use crate::chats::{history_for_request, sort_summaries, Chat, ChatSummary, UiMessage};
-use crate::context_size::ContextPicker;
-use crate::message::{LiveMessage, MessageView};
+use crate::api::{ChatRequest, ModelPromptCost, ModelSummary, Role, SamplingDefaults};
+use crate::attach::Composer;
+use crate::chats::{
+    sort_summaries, Attachment, Chat, ChatSettings, ChatSummary, UiMessage,
+    CONTEXT_WARN_SHARE,
+};
+use crate::i18n::Lang;
+use crate::prefs::Theme;
+use crate::message::{LiveMessage, MessageActions, MessageView};
+use crate::settings::{SettingsPanel, SettingsProps};
 use crate::sidebar::{Sidebar, SidebarActions};
 use leptos::prelude::*;
 use std::collections::HashMap;
@@ -56,6 +62,7 @@ struct Page {
     default_model: RwSignal<String>,
     model: RwSignal<String>,
     num_ctx: RwSignal<Option<usize>>,
+    settings: RwSignal<ChatSettings>,
     costs: RwSignal<Vec<ModelPromptCost>>,
     live: RwSignal<Vec<LiveMessage>>,
     current: RwSignal<Option<String>>,
@@ -69,6 +76,13 @@ struct Page {
     deleted: RwSignal<Option<(Chat, bool)>>,
     window_from: RwSignal<usize>,
     last_save: StoredValue<f64>,
+    /// The message being edited.
+    editing: RwSignal<Option<u32>>,
+    /// What the polite status region says (a finished answer, once).
+    announce: RwSignal<String>,
+    /// A passing message (import result, refused file).
+    notice: RwSignal<Option<String>>,
+    lang: RwSignal<Lang>,
 }
 
 impl Page {
@@ -80,11 +94,18 @@ impl Page {
         self.summaries.set(list);
     }
 
-    /// The stored form of chat `id` with these messages.
-    fn build(&self, id: &str, messages: Vec<UiMessage>) -> Option<Chat> {
+    /// The stored form of chat `id` with the branch on screen as it is now.
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    fn build(&self, id: &str, branch: Vec<UiMessage>) -> Option<Chat> {
         let mut chat = self.library.with_value(|l| l.get(id).cloned())?;
-        chat.messages = messages;
+        chat.update_branch(&branch);
         Some(chat)
+    }
+
+    /// The open chat as stored.
+    fn open_chat(&self) -> Option<Chat> {
+        let id = self.current.get_untracked()?;
+        self.library.with_value(|l| l.get(&id).cloned())
     }
 
     /// Keep `chat` in the library (and the sidebar).
@@ -107,25 +128,24 @@ impl Page {
     fn commit(&self, chat: Chat) {
         self.remember(&chat);
         #[cfg(feature = "hydrate")]
-        leptos::task::spawn_local(write(self.storage_error, chat));
+        leptos::task::spawn_local(write(self.storage_error, self.lang, chat));
     }
 
-    /// Change the open chat's settings (model, context size) when they
-    /// differ from what is stored.
+    /// Change the open chat's settings (model, context size, sampling)
+    /// when they differ from what is stored.
     fn save_settings(&self) {
-        let Some(id) = self.current.get_untracked() else {
-            return;
-        };
         let model = Some(self.model.get_untracked()).filter(|m| !m.is_empty());
         let num_ctx = self.num_ctx.get_untracked();
-        let Some(mut chat) = self.library.with_value(|l| l.get(&id).cloned()) else {
+        let settings = self.settings.get_untracked();
+        let Some(mut chat) = self.open_chat() else {
             return;
         };
-        if chat.model == model && chat.num_ctx == num_ctx {
+        if chat.model == model && chat.num_ctx == num_ctx && chat.settings == settings {
             return;
         }
         chat.model = model;
         chat.num_ctx = num_ctx;
+        chat.settings = settings;
         self.commit(chat);
     }
 
@@ -134,15 +154,39 @@ impl Page {
         crate::client::abort_current();
     }
 
-    /// Put `chat`'s messages and settings on the page (an empty new chat
-    /// for `None`), rendering at least the last `keep` messages.
-    fn load(&self, chat: Option<&Chat>, keep: usize) {
+    /// Put `chat`'s branch on screen and its settings in the panel (an
+    /// empty new chat for `None`), rendering at least the last `keep`
+    /// messages. With `reuse`, messages already on screen stay as they are
+    /// (the same chat, another branch or a new answer).
+    fn load(&self, chat: Option<&Chat>, keep: usize, reuse: bool) {
+        let old: HashMap<u32, LiveMessage> = if reuse {
+            self.live.with_untracked(|l| {
+                l.iter()
+                    .filter(|m| m.id > 0)
+                    .map(|m| (m.id, m.clone()))
+                    .collect()
+            })
+        } else {
+            HashMap::new()
+        };
         let messages: Vec<LiveMessage> = chat
             .map(|c| {
-                c.messages
-                    .iter()
-                    .cloned()
-                    .map(LiveMessage::from_saved)
+                c.path()
+                    .into_iter()
+                    .map(|i| {
+                        let m = &c.messages[i];
+                        let version = c.version_of(m.id);
+                        match old.get(&m.id) {
+                            Some(live)
+                                if live.version == version
+                                    && live.content.with_untracked(|t| *t == m.content)
+                                    && live.pending.get_untracked() == m.pending =>
+                            {
+                                live.clone()
+                            }
+                            _ => LiveMessage::from_saved(m.clone(), version),
+                        }
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -156,11 +200,19 @@ impl Page {
         });
         self.model.set(model);
         self.num_ctx.set(chat.and_then(|c| c.num_ctx));
+        self.settings
+            .set(chat.map(|c| c.settings.clone()).unwrap_or_default());
+    }
+
+    /// How many messages are rendered now.
+    fn shown(&self) -> usize {
+        self.live.with_untracked(Vec::len) - self.window_from.get_untracked()
     }
 
     fn show(&self, chat: Option<&Chat>) {
         self.stop_stream();
-        self.load(chat, WINDOW);
+        self.editing.set(None);
+        self.load(chat, WINDOW, false);
         self.current.set(chat.map(|c| c.id.clone()));
         #[cfg(feature = "hydrate")]
         crate::client::remember_open_chat(chat.map(|c| c.id.as_str()));
@@ -195,14 +247,13 @@ impl Page {
                     deleted.set(None);
                 }
             });
-            let storage_error = self.storage_error;
+            let (storage_error, lang) = (self.storage_error, self.lang);
             leptos::task::spawn_local(async move {
                 if let Some(db) = crate::store::db() {
                     match db.delete(&id).await {
                         Ok(()) => crate::store::post(&crate::store::Change::Delete { id }),
-                        Err(e) => storage_error.set(Some(format!(
-                            "The chat could not be deleted from the browser's storage ({e})."
-                        ))),
+                        Err(e) => storage_error
+                            .set(Some((lang.get_untracked().t().storage_delete)(&e))),
                     }
                 }
             });
@@ -219,9 +270,7 @@ impl Page {
                     l.insert(chat.id.clone(), chat.clone());
                 });
                 if open && self.streaming.get_untracked().is_none() {
-                    let shown =
-                        self.live.with_untracked(Vec::len) - self.window_from.get_untracked();
-                    self.load(Some(&chat), shown.max(WINDOW));
+                    self.load(Some(&chat), self.shown().max(WINDOW), true);
                 }
             }
             None => {
@@ -235,11 +284,135 @@ impl Page {
         }
         self.refresh_summaries();
     }
+
+    /// Stream the answer that is `chat`'s current message (just added,
+    /// pending) after the branch before it.
+    fn begin(&self, mut chat: Chat, model: String) {
+        let Some(answer_id) = chat.current else {
+            return;
+        };
+        let upto = chat
+            .index_of(answer_id)
+            .and_then(|i| chat.messages[i].parent)
+            .unwrap_or(0);
+        chat.updated = now();
+        let request = chat.request(model, upto);
+        let id = chat.id.clone();
+        self.commit(chat.clone());
+        self.load(Some(&chat), self.shown() + 2, true);
+        let Some(answer) = self.live.with_untracked(|l| l.last().cloned()) else {
+            return;
+        };
+        self.streaming.set(Some(id.clone()));
+        self.announce.set(String::new());
+        scroll_to_bottom();
+        start_stream(*self, id, self.live.get_untracked(), request, answer);
+    }
+
+    /// A new pending answer.
+    fn pending_answer() -> UiMessage {
+        UiMessage {
+            role: Some(Role::Assistant),
+            pending: true,
+            created: now(),
+            ..Default::default()
+        }
+    }
+
+    /// Regenerate answer `id`: a new version beside it.
+    fn regenerate(&self, id: u32) {
+        if self.streaming.get_untracked().is_some() {
+            return;
+        }
+        let Some(mut chat) = self.open_chat() else {
+            return;
+        };
+        let Some(parent) = chat.index_of(id).map(|i| chat.messages[i].parent) else {
+            return;
+        };
+        chat.add(parent, Self::pending_answer());
+        let model = self.model.get_untracked();
+        self.begin(chat, model);
+    }
+
+    /// Send question `id` again as `text`: a new version beside it, with
+    /// its files, and a new answer.
+    fn resend(&self, id: u32, text: String) {
+        if self.streaming.get_untracked().is_some() {
+            return;
+        }
+        let Some(mut chat) = self.open_chat() else {
+            return;
+        };
+        let Some(old) = chat.index_of(id).map(|i| chat.messages[i].clone()) else {
+            return;
+        };
+        let question = chat.add(
+            old.parent,
+            UiMessage {
+                role: old.role,
+                content: text,
+                attachments: old.attachments,
+                created: now(),
+                ..Default::default()
+            },
+        );
+        chat.add(Some(question), Self::pending_answer());
+        let model = self.model.get_untracked();
+        self.begin(chat, model);
+    }
+
+    /// Show another version of message `id`.
+    fn switch(&self, id: u32, step: isize) {
+        if self.streaming.get_untracked().is_some() {
+            return;
+        }
+        let Some(mut chat) = self.open_chat() else {
+            return;
+        };
+        if chat.switch_version(id, step) {
+            self.commit(chat.clone());
+            self.load(Some(&chat), self.shown().max(WINDOW), true);
+        }
+    }
+
+    /// Add imported chats (a bad file changes nothing).
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    fn import(&self, text: &str) {
+        let lang = self.lang.get_untracked();
+        match crate::export::import(text, now()) {
+            Ok(chats) => {
+                let (add, skipped) = self.library.with_value(|l| {
+                    crate::export::merge_imported(l, chats, new_chat_id)
+                });
+                let added = add.len();
+                for chat in add {
+                    self.commit(chat);
+                }
+                self.refresh_summaries();
+                self.notice.set(Some((lang.t().imported)(
+                    &lang.int(added),
+                    &lang.int(skipped),
+                )));
+            }
+            Err(e) => self
+                .notice
+                .set(Some((lang.t().import_failed)(&e.message(lang)))),
+        }
+    }
+}
+
+/// A new chat id (time plus randomness in the browser).
+fn new_chat_id() -> String {
+    #[cfg(feature = "hydrate")]
+    return crate::client::new_id();
+    #[cfg(not(feature = "hydrate"))]
+    String::new()
 }
 
 /// Write one chat to IndexedDB and tell the other tabs; a failure is shown.
 #[cfg(feature = "hydrate")]
-async fn write(storage_error: RwSignal<Option<String>>, chat: Chat) {
+async fn write(storage_error: RwSignal<Option<String>>, lang: RwSignal<Lang>, chat: Chat) {
     let Some(db) = crate::store::db() else {
         return;
     };
@@ -248,13 +421,12 @@ async fn write(storage_error: RwSignal<Option<String>>, chat: Chat) {
             storage_error.set(None);
             crate::store::post(&crate::store::Change::Put { id: chat.id });
         }
-        Err(e) => storage_error.set(Some(format!(
-            "This chat could not be saved in the browser ({e}). Nothing saved before is lost, and this tab keeps the chat; it is saved again with the next change. Free some disk space or delete old chats."
-        ))),
+        Err(e) => storage_error.set(Some((lang.get_untracked().t().storage_save)(&e))),
     }
 }
 
 /// The stored form of these messages now.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 fn snapshot(messages: &[LiveMessage]) -> Vec<UiMessage> {
     messages.iter().map(LiveMessage::snapshot).collect()
 }
@@ -274,11 +446,14 @@ fn scroll_to_bottom() {
 /// The chat page.
 #[component]
 pub fn ChatPage() -> AnyView {
+    let lang = crate::i18n::use_lang();
+    let theme = use_context::<RwSignal<Theme>>().unwrap_or_else(|| RwSignal::new(Theme::System));
     let page = Page {
         models: RwSignal::new(Vec::new()),
         default_model: RwSignal::new(String::new()),
         model: RwSignal::new(String::new()),
         num_ctx: RwSignal::new(None),
+        settings: RwSignal::new(ChatSettings::default()),
         costs: RwSignal::new(Vec::new()),
         live: RwSignal::new(Vec::new()),
         current: RwSignal::new(None),
@@ -289,22 +464,34 @@ pub fn ChatPage() -> AnyView {
         deleted: RwSignal::new(None),
         window_from: RwSignal::new(0),
         last_save: StoredValue::new(0.0),
+        editing: RwSignal::new(None),
+        announce: RwSignal::new(String::new()),
+        notice: RwSignal::new(None),
+        lang,
     };
     let models_error = RwSignal::new(None::<String>);
     let input = RwSignal::new(String::new());
+    let files = RwSignal::new(Vec::<Attachment>::new());
     let default_num_ctx = RwSignal::new(0usize);
+    let defaults = RwSignal::new(SamplingDefaults::default());
     let query = RwSignal::new(String::new());
     let drawer = RwSignal::new(false);
+    let settings_open = RwSignal::new(false);
+    let help_open = RwSignal::new(false);
     let Page {
         models,
         model,
         num_ctx,
+        settings,
         costs,
         live,
         current,
         streaming,
         storage_error,
         window_from,
+        editing,
+        announce,
+        notice,
         ..
     } = page;
 
@@ -314,6 +501,7 @@ pub fn ChatPage() -> AnyView {
         #[cfg(feature = "hydrate")]
         leptos::task::spawn_local(async move {
             crate::client::bench_start();
+            let t = lang.get_untracked().t();
             match crate::store::open().await {
                 Ok(db) => {
                     if let Err(e) = db.migrate_legacy(now()).await {
@@ -323,13 +511,11 @@ pub fn ChatPage() -> AnyView {
                         Ok(chats) => page.library.update_value(|l| {
                             l.extend(chats.into_iter().map(|c| (c.id.clone(), c)))
                         }),
-                        Err(e) => storage_error.set(Some(format!("Saved chats could not be read ({e})."))),
+                        Err(e) => storage_error.set(Some((t.storage_read)(&e))),
                     }
                     crate::store::set_db(db);
                 }
-                Err(e) => storage_error.set(Some(format!(
-                    "Chats cannot be saved in this browser ({e}); private windows often forbid it. This chat lasts until the tab closes."
-                ))),
+                Err(e) => storage_error.set(Some((t.storage_unavailable)(&e))),
             }
             page.refresh_summaries();
             crate::store::listen(move |change| {
@@ -350,25 +536,30 @@ pub fn ChatPage() -> AnyView {
                 Ok(list) => {
                     page.default_model.set(list.default_model.clone());
                     default_num_ctx.set(list.default_num_ctx);
+                    defaults.set(list.defaults);
                     costs.set(list.prompt_costs);
                     if list.models.is_empty() {
-                        models_error.set(Some("No models installed. Run `kinko import NAME FILE.gguf` or the set-up command.".into()));
+                        models_error.set(Some(lang.get_untracked().t().no_models.into()));
                     }
                     models.set(list.models);
                 }
-                Err(e) => models_error.set(Some(format!("Could not list models: {e}"))),
+                Err(e) => {
+                    models_error.set(Some((lang.get_untracked().t().models_error)(&e)))
+                }
             }
             let reopen = crate::client::open_chat_of_this_tab()
                 .and_then(|id| page.library.with_value(|l| l.get(&id).cloned()));
             page.show(reopen.as_ref());
+            crate::client::listen_for_shortcuts(move |key| shortcut(page, key, help_open, settings_open, drawer));
             crate::client::mark_hydrated();
         });
     });
 
-    // The open chat remembers its model and context size.
+    // The open chat remembers its model, context size and settings.
     Effect::new(move |first: Option<()>| {
         model.track();
         num_ctx.track();
+        settings.track();
         if first.is_some() {
             page.save_settings();
         }
@@ -376,73 +567,49 @@ pub fn ChatPage() -> AnyView {
 
     let send = move || {
         let text = input.get_untracked();
-        if text.trim().is_empty() || streaming.get_untracked().is_some() {
+        let attached = files.get_untracked();
+        if (text.trim().is_empty() && attached.is_empty()) || streaming.get_untracked().is_some() {
             return;
         }
         let model_name = model.get_untracked();
         if model_name.is_empty() {
             live.update(|m| {
-                m.push(LiveMessage::from_saved(UiMessage {
-                    role: None,
-                    error: Some("Pick a model first.".into()),
-                    ..Default::default()
-                }))
+                m.push(LiveMessage::from_saved(
+                    UiMessage {
+                        role: None,
+                        error: Some(lang.get_untracked().t().pick_model_first.into()),
+                        ..Default::default()
+                    },
+                    (1, 1),
+                ))
             });
             return;
         }
         input.set(String::new());
-        let id = match current.get_untracked() {
-            Some(id) => id,
-            None => {
-                #[cfg(feature = "hydrate")]
-                let id = crate::client::new_id();
-                #[cfg(not(feature = "hydrate"))]
-                let id = String::new();
-                let mut chat = Chat::new(id.clone(), Some(model_name.clone()), now());
-                chat.num_ctx = num_ctx.get_untracked();
-                page.library.update_value(|l| {
-                    l.insert(id.clone(), chat);
-                });
-                current.set(Some(id.clone()));
-                #[cfg(feature = "hydrate")]
-                crate::client::remember_open_chat(Some(&id));
-                id
-            }
-        };
-        page.library.update_value(|l| {
-            if let Some(c) = l.get_mut(&id) {
-                c.updated = now();
-            }
+        files.set(Vec::new());
+        notice.set(None);
+        let mut chat = page.open_chat().unwrap_or_else(|| {
+            let mut chat = Chat::new(new_chat_id(), Some(model_name.clone()), now());
+            chat.num_ctx = num_ctx.get_untracked();
+            chat.settings = settings.get_untracked();
+            current.set(Some(chat.id.clone()));
+            #[cfg(feature = "hydrate")]
+            crate::client::remember_open_chat(Some(&chat.id));
+            chat
         });
-        live.update(|m| {
-            m.push(LiveMessage::from_saved(UiMessage {
+        let parent = live.with_untracked(|l| l.iter().rev().find(|m| m.id > 0).map(|m| m.id));
+        let question = chat.add(
+            parent,
+            UiMessage {
                 role: Some(Role::User),
                 content: text,
+                attachments: attached,
+                created: now(),
                 ..Default::default()
-            }))
-        });
-        let mut stored = live.with_untracked(|m| snapshot(m));
-        let request = ChatRequest {
-            model: model_name,
-            messages: history_for_request(&stored),
-            options: ChatOptions {
-                num_ctx: num_ctx.get_untracked(),
-                ..ChatOptions::default()
             },
-        };
-        let answer = LiveMessage::from_saved(UiMessage {
-            role: Some(Role::Assistant),
-            pending: true,
-            ..Default::default()
-        });
-        live.update(|m| m.push(answer.clone()));
-        stored.push(answer.snapshot());
-        if let Some(chat) = page.build(&id, stored) {
-            page.commit(chat);
-        }
-        streaming.set(Some(id.clone()));
-        scroll_to_bottom();
-        start_stream(page, id, live.get_untracked(), request, answer);
+        );
+        chat.add(Some(question), Page::pending_answer());
+        page.begin(chat, model_name);
     };
 
     let actions = SidebarActions {
@@ -455,6 +622,7 @@ pub fn ChatPage() -> AnyView {
         new_chat: Callback::new(move |_| {
             drawer.set(false);
             input.set(String::new());
+            files.set(Vec::new());
             page.show(None);
         }),
         rename: Callback::new(move |(id, title): (String, String)| {
@@ -484,6 +652,14 @@ pub fn ChatPage() -> AnyView {
                 }
             }
         }),
+        export_all: Callback::new(move |_| {
+            let mut chats: Vec<Chat> = page.library.with_value(|l| l.values().cloned().collect());
+            chats.sort_by(|a, b| a.created.total_cmp(&b.created));
+            let _json = crate::export::export_json(chats, now());
+            #[cfg(feature = "hydrate")]
+            crate::client::download(&crate::client::dated_name("kinko-chats", "json"), "application/json", &_json);
+        }),
+        import: Callback::new(move |text: String| page.import(&text)),
     };
     let deleted_title = RwSignal::new(None::<String>);
     Effect::new(move |_| {
@@ -505,15 +681,6 @@ pub fn ChatPage() -> AnyView {
         })
     });
 
-    let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
-        // Enter sends; Shift+Enter is a newline; Enter that commits an IME
-        // composition (Japanese input) never sends.
-        if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() && ev.key_code() != 229 {
-            ev.prevent_default();
-            send();
-        }
-    };
-
     let on_scroll = move |_| {
         #[cfg(feature = "hydrate")]
         if window_from.get_untracked() > 0 && crate::client::conversation_near_top() {
@@ -523,7 +690,7 @@ pub fn ChatPage() -> AnyView {
 
     let on_conversation_click = move |_ev: leptos::ev::MouseEvent| {
         #[cfg(feature = "hydrate")]
-        crate::client::copy_code_clicked(&_ev);
+        crate::client::copy_code_clicked(&_ev, lang.get_untracked().t());
     };
 
     let visible = move || {
@@ -532,13 +699,82 @@ pub fn ChatPage() -> AnyView {
             m[from..].to_vec()
         })
     };
+    let last_answer = Signal::derive(move || {
+        live.with(|m| {
+            m.iter()
+                .rev()
+                .find(|m| m.id > 0)
+                .filter(|m| m.role == Some(Role::Assistant))
+                .map_or(0, |m| m.id)
+        })
+    });
+    let message_actions = MessageActions {
+        regenerate: Callback::new(move |id| page.regenerate(id)),
+        resend: Callback::new(move |(id, text)| page.resend(id, text)),
+        switch: Callback::new(move |(id, step)| page.switch(id, step)),
+        editing,
+        busy: Signal::derive(move || streaming.get().is_some()),
+        last_answer,
+    };
+    let edit_last = Callback::new(move |_| {
+        if streaming.get_untracked().is_some() {
+            return;
+        }
+        let last_question = live.with_untracked(|m| {
+            m.iter()
+                .rev()
+                .find(|m| m.role == Some(Role::User) && m.id > 0)
+                .map(|m| m.id)
+        });
+        if let Some(id) = last_question {
+            editing.set(Some(id));
+        }
+    });
+    let chat_title = Signal::derive(move || {
+        current.with(|c| {
+            c.as_ref()
+                .and_then(|id| page.library.with_value(|l| l.get(id).map(Chat::display_title)))
+        })
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| lang.get().t().untitled.to_string())
+    });
+    let chat_created = Signal::derive(move || {
+        current.with(|c| {
+            c.as_ref()
+                .and_then(|id| page.library.with_value(|l| l.get(id).map(|c| c.created)))
+        })
+        .unwrap_or(0.0)
+    });
+    let export_chat = move |markdown: bool| {
+        let Some(chat) = page.open_chat() else {
+            return;
+        };
+        let (name, mime, text) = if markdown {
+            (
+                crate::export::file_name(&chat.display_title(), "md"),
+                "text/markdown",
+                crate::export::export_markdown(&chat, lang.get_untracked()),
+            )
+        } else {
+            (
+                crate::export::file_name(&chat.display_title(), "json"),
+                "application/json",
+                crate::export::export_json(vec![chat], now()),
+            )
+        };
+        #[cfg(feature = "hydrate")]
+        crate::client::download(&name, mime, &text);
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (name, mime, text);
+    };
 
     view! {
         <div class="app">
-            <Sidebar chats=shown_chats current=current query=query drawer=drawer deleted=deleted_title actions=actions/>
+            <Sidebar chats=shown_chats current=current query=query drawer=drawer deleted=deleted_title actions=actions theme=theme/>
             <main class="main">
                 {view! { <header class="topbar">
-                    <button type="button" class="icon menu" data-testid="sidebar-toggle" aria-label="Chats"
+                    <button type="button" class="icon menu" data-testid="sidebar-toggle"
+                        aria-label=move || lang.get().t().chats
                         on:click=move |_| drawer.update(|d| *d = !*d)>
                         <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" focusable="false">
                             <path d="M4 6h16M4 12h16M4 18h16" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"></path>
@@ -549,21 +785,21 @@ pub fn ChatPage() -> AnyView {
                         <span class="name">"kinko"</span>
                     </div>
                     <label class="picker">
-                        <span class="visually-hidden">"Model"</span>
+                        <span class="visually-hidden">{move || lang.get().t().model}</span>
                         <select
                             data-testid="model-picker"
-                            aria-label="Model"
                             on:change=move |ev| model.set(event_target_value(&ev))
                             prop:value=move || model.get()
                         >
                             {move || {
                                 let list = models.get();
                                 let chosen = model.get();
+                                let t = lang.get().t();
                                 if list.is_empty() {
-                                    return view! { <option value="">"Loading models…"</option> }.into_any();
+                                    return view! { <option value="">{t.loading_models}</option> }.into_any();
                                 }
                                 let missing = (!chosen.is_empty() && !list.iter().any(|m| m.name == chosen))
-                                    .then(|| view! { <option value=chosen.clone()>{format!("{chosen} (not installed)")}</option> });
+                                    .then(|| view! { <option value=chosen.clone()>{(t.not_installed)(&chosen)}</option> });
                                 view! {
                                     {missing}
                                     {list.into_iter()
@@ -578,56 +814,235 @@ pub fn ChatPage() -> AnyView {
                             }}
                         </select>
                     </label>
-                    <ContextPicker models=models model=model chosen=num_ctx server_default=default_num_ctx costs=costs/>
+                    <button type="button" class="icon" data-testid="chat-settings"
+                        aria-label=move || lang.get().t().settings title=move || lang.get().t().settings
+                        aria-expanded=move || settings_open.get().to_string()
+                        on:click=move |_| settings_open.update(|o| *o = !*o)>
+                        <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" focusable="false">
+                            <path d="M4 7h10M18 7h2M4 17h4M12 17h8M14 4v6M8 14v6" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"></path>
+                        </svg>
+                    </button>
+                    <button type="button" class="icon" data-testid="help"
+                        aria-label=move || lang.get().t().help title=move || lang.get().t().help
+                        on:click=move |_| help_open.set(true)>"?"</button>
                 </header> }.into_any()}
                 {move || models_error.get().map(|e| view! { <div class="banner error" role="alert">{e}</div> })}
                 {move || storage_error.get().map(|e| view! { <div class="banner error" role="alert" data-testid="storage-error">{e}</div> })}
+                {move || notice.get().map(|n| view! {
+                    <div class="banner info" role="status" data-testid="notice">
+                        <span>{n}</span>
+                        <button type="button" class="icon" aria-label=move || lang.get().t().close on:click=move |_| notice.set(None)>"✕"</button>
+                    </div>
+                })}
                 <div class="conversation" data-testid="conversation" on:scroll=on_scroll on:click=on_conversation_click
-                    role="log" aria-live="polite" aria-label="Conversation">
+                    role="region" tabindex="0" aria-label=move || lang.get().t().conversation>
                     <Show
                         when=move || !live.with(Vec::is_empty)
-                        fallback=|| view! {
+                        fallback=move || view! {
                             <div class="empty">
-                                <p class="empty-title">"A private chat that stays on this machine."</p>
-                                <p>"Pick a model, type a message, press Enter."</p>
+                                <p class="empty-title">{move || lang.get().t().empty_title}</p>
+                                <p>{move || lang.get().t().empty_hint}</p>
                             </div>
                         }
                     >
                         {move || (window_from.get() > 0).then(|| view! {
                             <button type="button" class="show-earlier" data-testid="show-earlier"
                                 on:click=move |_| show_earlier(window_from)>
-                                {move || format!("Show earlier messages ({})", window_from.get())}
+                                {move || (lang.get().t().show_earlier)(&lang.get().int(window_from.get()))}
                             </button>
                         })}
                         <For each=visible key=|m| m.key let:msg>
-                            <MessageView msg=msg/>
+                            <MessageView msg=msg actions=message_actions/>
                         </For>
                     </Show>
                 </div>
-                <form class="composer" on:submit=move |ev| { ev.prevent_default(); send(); }>
-                    <textarea
-                        data-testid="composer"
-                        rows="2"
-                        aria-label="Message"
-                        placeholder="Message kinko… (Enter to send, Shift+Enter for a new line)"
-                        prop:value=move || input.get()
-                        on:input=move |ev| input.set(event_target_value(&ev))
-                        on:keydown=on_keydown
-                    ></textarea>
-                    <Show
-                        when=move || streaming.get().is_some()
-                        fallback=move || view! {
-                            <button type="submit" class="send" data-testid="send"
-                                disabled=move || input.with(|t| t.trim().is_empty())>"Send"</button>
-                        }
-                    >
-                        <button type="button" class="stop" data-testid="stop" on:click=move |_| page.stop_stream()>"Stop"</button>
-                    </Show>
-                </form>
+                <div class="visually-hidden" role="status" data-testid="announcer">{move || announce.get()}</div>
+                <Composer parts=crate::attach::ComposerParts {
+                    input,
+                    files,
+                    streaming: Signal::derive(move || streaming.get().is_some()),
+                    send: Callback::new(move |_| send()),
+                    stop: Callback::new(move |_| page.stop_stream()),
+                    edit_last,
+                    notice,
+                }/>
+                <ContextGauge live=live/>
             </main>
+            <SettingsPanel props=SettingsProps {
+                settings,
+                num_ctx,
+                models,
+                model,
+                default_num_ctx,
+                defaults,
+                costs,
+                open: settings_open,
+                title: chat_title,
+                created: chat_created,
+            }>
+                <div class="settings-export">
+                    <button type="button" class="msg-button" data-testid="export-chat"
+                        disabled=move || current.get().is_none()
+                        on:click=move |_| export_chat(false)>{move || lang.get().t().export_chat}</button>
+                    <button type="button" class="msg-button" data-testid="export-chat-md"
+                        disabled=move || current.get().is_none()
+                        on:click=move |_| export_chat(true)>{move || lang.get().t().export_markdown}</button>
+                </div>
+            </SettingsPanel>
+            <HelpDialog open=help_open/>
         </div>
     }
     .into_any()
+}
+
+/// A keyboard shortcut of the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortcut {
+    /// Ctrl+Shift+O: a new chat.
+    NewChat,
+    /// Ctrl+K: search the chats.
+    Search,
+    /// Ctrl+/: the list of shortcuts.
+    Help,
+    /// Esc: stop the answer, or close what is open.
+    Escape,
+}
+
+/// What a keyboard shortcut does.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+fn shortcut(
+    page: Page,
+    key: Shortcut,
+    help_open: RwSignal<bool>,
+    settings_open: RwSignal<bool>,
+    drawer: RwSignal<bool>,
+) -> bool {
+    match key {
+        Shortcut::NewChat => {
+            drawer.set(false);
+            page.show(None);
+            focus("[data-testid=composer]");
+            true
+        }
+        Shortcut::Search => {
+            drawer.set(true);
+            focus("[data-testid=chat-search]");
+            true
+        }
+        Shortcut::Help => {
+            help_open.update(|o| *o = !*o);
+            true
+        }
+        Shortcut::Escape => {
+            if help_open.get_untracked() {
+                help_open.set(false);
+            } else if page.editing.get_untracked().is_some() {
+                page.editing.set(None);
+            } else if page.streaming.get_untracked().is_some() {
+                page.stop_stream();
+            } else if settings_open.get_untracked() {
+                settings_open.set(false);
+            } else if drawer.get_untracked() {
+                drawer.set(false);
+            } else {
+                return false;
+            }
+            true
+        }
+    }
+}
+
+fn focus(_selector: &str) {
+    #[cfg(feature = "hydrate")]
+    crate::client::focus(_selector);
+}
+
+/// The prompt's share of the model's window, from the last answer's
+/// `meta`, with a warning before earlier messages start being left out.
+#[component]
+fn ContextGauge(live: RwSignal<Vec<LiveMessage>>) -> impl IntoView {
+    let lang = crate::i18n::use_lang();
+    let last = Memo::new(move |_| {
+        live.with(|m| {
+            m.iter()
+                .rev()
+                .filter(|m| m.role == Some(Role::Assistant))
+                .find_map(|m| m.stats.get().filter(|s| s.context_window > 0))
+        })
+    });
+    let pct = move || {
+        last.get()
+            .and_then(|s| s.context_share())
+            .map_or(0, |s| (s * 100.0).round() as u32)
+    };
+    let state = move || match last.get() {
+        Some(s) if s.trimmed_messages > 0 => "trimmed",
+        Some(s) if s.context_share().unwrap_or(0.0) >= CONTEXT_WARN_SHARE => "warn",
+        _ => "ok",
+    };
+    view! {
+        <div class="context-gauge" data-testid="context-gauge" data-state=state>
+            <meter class="gauge-bar" min="0" max="100" low="50" high="75" optimum="0"
+                value=move || pct().to_string()
+                aria-label=move || lang.get().t().gauge_label></meter>
+            <span class="gauge-text">
+                {move || {
+                    let l = lang.get();
+                    let t = l.t();
+                    match last.get() {
+                        None => t.gauge_empty.to_string(),
+                        Some(s) => {
+                            let used = (t.gauge)(
+                                &l.int(s.prompt_tokens + s.completion_tokens),
+                                &l.int(s.context_window),
+                                &pct().to_string(),
+                            );
+                            match state() {
+                                "trimmed" => format!("{used} · {}", t.gauge_trimmed),
+                                "warn" => format!("{used} · {}", t.gauge_warn),
+                                _ => used,
+                            }
+                        }
+                    }
+                }}
+            </span>
+        </div>
+    }
+}
+
+/// The keyboard shortcuts, listed.
+#[component]
+fn HelpDialog(open: RwSignal<bool>) -> impl IntoView {
+    let lang = crate::i18n::use_lang();
+    let rows = move || {
+        let t = lang.get().t();
+        [
+            ("Ctrl+Shift+O", t.key_new_chat),
+            ("Ctrl+K", t.key_search),
+            ("Esc", t.key_stop),
+            ("↑", t.key_edit_last),
+            ("Enter", t.key_send),
+            ("Shift+Enter", t.key_newline),
+            ("Ctrl+/", t.key_help),
+        ]
+    };
+    view! {
+        <Show when=move || open.get()>
+            <div class="dialog-backdrop" on:click=move |_| open.set(false)></div>
+            <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="help-title" data-testid="help-dialog">
+                <h2 id="help-title">{move || lang.get().t().shortcuts}</h2>
+                <table class="keys">
+                    <tbody>
+                        {move || rows().into_iter().map(|(k, what)| view! {
+                            <tr><td><kbd>{k}</kbd></td><td>{what}</td></tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+                <button type="button" class="send" data-testid="help-close" autofocus=true
+                    on:click=move |_| open.set(false)>{move || lang.get().t().close}</button>
+            </div>
+        </Show>
+    }
 }
 
 /// Render `WINDOW` more of the earlier messages, keeping the view still.
@@ -648,6 +1063,7 @@ fn start_stream(
     answer: LiveMessage,
 ) {
     use crate::api::FinishReason;
+    use crate::chats::AnswerStats;
     use crate::client::{StreamEvent, StreamFailure};
     use std::cell::{Cell, RefCell};
     use std::rc::Rc;
@@ -677,8 +1093,7 @@ fn start_stream(
             }
         }
     };
-    let notes = answer.notes.clone();
-    let note = move |n: String| notes.update(|v| v.push(n));
+    let stats = answer.stats.clone();
     let on_event = {
         let (buffer, scheduled, flush, answer) = (
             buffer.clone(),
@@ -687,24 +1102,13 @@ fn start_stream(
             answer.clone(),
         );
         move |event| match event {
-            StreamEvent::Meta(meta) => {
-                if meta.trimmed_messages > 0 && meta.trimmed_for_time {
-                    note(format!(
-                        "{} earlier message{} left out so the model reads this conversation within the time limit on this machine ({} prompt tokens). A smaller context size answers sooner; a bigger one remembers more.",
-                        meta.trimmed_messages,
-                        if meta.trimmed_messages == 1 { " was" } else { "s were" },
-                        meta.prompt_tokens,
-                    ));
-                } else if meta.trimmed_messages > 0 {
-                    note(format!(
-                        "{} earlier message{} left out: the model saw only the latest part of this conversation ({} prompt tokens of its {}-token window).",
-                        meta.trimmed_messages,
-                        if meta.trimmed_messages == 1 { " was" } else { "s were" },
-                        meta.prompt_tokens,
-                        meta.context_window
-                    ));
-                }
-            }
+            StreamEvent::Meta(meta) => stats.set(Some(AnswerStats {
+                prompt_tokens: meta.prompt_tokens,
+                context_window: meta.context_window,
+                trimmed_messages: meta.trimmed_messages,
+                trimmed_for_time: meta.trimmed_for_time,
+                ..AnswerStats::default()
+            })),
             StreamEvent::Delta(delta) => {
                 buffer.borrow_mut().push_str(&delta.text);
                 if !scheduled.replace(true) {
@@ -718,15 +1122,14 @@ fn start_stream(
             StreamEvent::Done(done) => {
                 flush(true);
                 answer.pending.set(false);
-                match done.finish_reason {
-                    FinishReason::Length => note(format!(
-                        "Stopped at the {}-token limit.",
-                        done.usage.completion_tokens
-                    )),
-                    FinishReason::Timeout => note("Timed out.".into()),
-                    FinishReason::Cancelled => note("Stopped.".into()),
-                    FinishReason::Stop | FinishReason::Error => {}
-                }
+                stats.update(|s| {
+                    let s = s.get_or_insert_with(AnswerStats::default);
+                    s.ttft_ms = Some(done.timings.ttft_ms);
+                    s.tokens_per_second = Some(done.timings.tokens_per_second);
+                    s.completion_tokens = done.usage.completion_tokens;
+                    s.prompt_tokens = done.usage.prompt_tokens.max(s.prompt_tokens);
+                    s.finish = Some(done.finish_reason);
+                });
             }
             StreamEvent::Error(e) => {
                 flush(true);
@@ -739,15 +1142,19 @@ fn start_stream(
         let result = crate::client::stream_chat(&request, on_event).await;
         flush(true);
         answer.pending.set(false);
+        let t = page.lang.get_untracked().t();
         match &result {
             Ok(()) => {}
-            Err(StreamFailure::Aborted) => answer.notes.update(|v| v.push("Stopped.".into())),
-            Err(StreamFailure::Http(status, msg)) => {
-                answer.error.set(Some(format!("{msg} (HTTP {status})")))
-            }
-            Err(StreamFailure::Network(msg)) => answer
+            Err(StreamFailure::Aborted) => answer.stats.update(|s| {
+                let s = s.get_or_insert_with(AnswerStats::default);
+                s.finish.get_or_insert(FinishReason::Cancelled);
+            }),
+            Err(StreamFailure::Http(status, msg)) => answer
                 .error
-                .set(Some(format!("The connection broke: {msg}"))),
+                .set(Some((t.http_error)(msg, &status.to_string()))),
+            Err(StreamFailure::Network(msg)) => {
+                answer.error.set(Some((t.connection_broke)(msg)))
+            }
         }
         page.library.update_value(|l| {
             if let Some(c) = l.get_mut(&chat_id) {
@@ -757,8 +1164,16 @@ fn start_stream(
         // The answer is stored before Send comes back.
         if let Some(chat) = page.build(&chat_id, snapshot(&messages)) {
             page.remember(&chat);
-            write(page.storage_error, chat).await;
+            write(page.storage_error, page.lang, chat).await;
         }
+        // Announced once, politely: the whole answer, not each token.
+        let text = answer
+            .content
+            .with_untracked(|c| crate::chats::split_think(c).2.to_string());
+        page.announce.set(match answer.error.get_untracked() {
+            Some(e) => e,
+            None => text,
+        });
         page.streaming.set(None);
         // The answer taught the server more about its prompt speed.
         if let Ok(list) = crate::client::fetch_models().await {
@@ -792,6 +1207,7 @@ mod tests {
             quantization: "Q8_0".into(),
             context_length: 8192,
             architecture: "llama".into(),
+            preset: Default::default(),
         }
     }
 

@@ -2,6 +2,8 @@
 //! undo). On a narrow screen it is a drawer.
 
 use crate::chats::ChatSummary;
+use crate::i18n::{use_lang, Lang};
+use crate::prefs::Theme;
 use leptos::prelude::*;
 
 /// What the sidebar asks the page to do.
@@ -20,6 +22,11 @@ pub struct SidebarActions {
     pub delete: Callback<String>,
     /// Undo the last delete.
     pub undo: Callback<()>,
+    /// Download every chat.
+    pub export_all: Callback<()>,
+    /// Import a file's text.
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    pub import: Callback<String>,
 }
 
 fn icon(path: &'static str) -> impl IntoView {
@@ -49,24 +56,27 @@ pub fn Sidebar(
     deleted: RwSignal<Option<String>>,
     /// What the buttons do.
     actions: SidebarActions,
+    /// The colour theme.
+    theme: RwSignal<Theme>,
 ) -> AnyView {
+    let lang = use_lang();
     let editing = RwSignal::new(None::<String>);
     view! {
-        <aside class="sidebar" class:open=move || drawer.get() aria-label="Conversations">
+        <aside class="sidebar" class:open=move || drawer.get() aria-label=move || lang.get().t().conversations>
             <div class="sidebar-head">
                 <button type="button" class="new-chat" data-testid="new-chat"
-                    on:click=move |_| actions.new_chat.run(()) title="Start a new conversation">
-                    "New chat"
+                    on:click=move |_| actions.new_chat.run(()) title=move || lang.get().t().new_chat_title>
+                    {move || lang.get().t().new_chat}
                 </button>
             </div>
             <input type="search" class="chat-search" data-testid="chat-search"
-                placeholder="Search chats" aria-label="Search chats"
+                placeholder=move || lang.get().t().search_chats aria-label=move || lang.get().t().search_chats
                 prop:value=move || query.get()
                 on:input=move |ev| query.set(event_target_value(&ev))/>
             {move || deleted.get().map(|title| view! {
                 <div class="undo" role="status">
-                    <span>{format!("Deleted “{title}”.")}</span>
-                    <button type="button" data-testid="chat-undo" on:click=move |_| actions.undo.run(())>"Undo"</button>
+                    <span>{move || (lang.get().t().deleted)(if title.is_empty() { lang.get().t().untitled } else { &title })}</span>
+                    <button type="button" data-testid="chat-undo" on:click=move |_| actions.undo.run(())>{move || lang.get().t().undo}</button>
                 </div>
             })}
             <ul class="chat-list" data-testid="chat-list">
@@ -80,9 +90,72 @@ pub fn Sidebar(
             </ul>
             {move || (chats.with(Vec::is_empty)).then(|| view! {
                 <p class="chat-list-empty">
-                    {move || if query.with(String::is_empty) { "No saved chats yet." } else { "No chat matches." }}
+                    {move || if query.with(String::is_empty) { lang.get().t().no_chats } else { lang.get().t().no_match }}
                 </p>
             })}
+            <div class="sidebar-foot">
+                <div class="foot-row">
+                    <button type="button" class="msg-button" data-testid="export-chats"
+                        title=move || lang.get().t().export_chats_title
+                        on:click=move |_| actions.export_all.run(())>{move || lang.get().t().export_chats}</button>
+                    <label class="msg-button import-button" title=move || lang.get().t().import_title>
+                        {move || lang.get().t().import_chats}
+                        <input type="file" accept=".json,application/json" class="file-input" data-testid="import-chats"
+                            on:change=move |ev| {
+                                #[cfg(feature = "hydrate")]
+                                {
+                                    use wasm_bindgen::JsCast;
+                                    if let Some(el) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) {
+                                        if let Some(file) = el.files().and_then(|l| l.get(0)) {
+                                            let import = actions.import;
+                                            leptos::task::spawn_local(async move {
+                                                let text = crate::client::file_text(&file).await;
+                                                import.run(text.unwrap_or_default());
+                                            });
+                                        }
+                                        el.set_value("");
+                                    }
+                                }
+                                #[cfg(not(feature = "hydrate"))]
+                                let _ = ev;
+                            }/>
+                    </label>
+                </div>
+                <div class="foot-row">
+                    <label class="mini-picker">
+                        <span class="visually-hidden">{move || lang.get().t().language}</span>
+                        <select data-testid="language"
+                            prop:value=move || lang.get().code()
+                            on:change=move |ev| {
+                                if let Some(l) = Lang::from_tag(&event_target_value(&ev)) {
+                                    lang.set(l);
+                                    #[cfg(feature = "hydrate")]
+                                    crate::client::remember_pref(crate::i18n::LANG_KEY, l.code());
+                                }
+                            }>
+                            {Lang::ALL.into_iter().map(|l| view! {
+                                <option value=l.code() selected=move || lang.get() == l>{l.t().name}</option>
+                            }).collect_view()}
+                        </select>
+                    </label>
+                    <label class="mini-picker">
+                        <span class="visually-hidden">{move || lang.get().t().theme}</span>
+                        <select data-testid="theme"
+                            prop:value=move || theme.get().code()
+                            on:change=move |ev| {
+                                if let Some(th) = Theme::from_code(&event_target_value(&ev)) {
+                                    theme.set(th);
+                                    #[cfg(feature = "hydrate")]
+                                    crate::client::remember_pref(crate::prefs::THEME_KEY, th.code());
+                                }
+                            }>
+                            {Theme::ALL.into_iter().map(|th| view! {
+                                <option value=th.code() selected=move || theme.get() == th>{move || th.label(lang.get().t())}</option>
+                            }).collect_view()}
+                        </select>
+                    </label>
+                </div>
+            </div>
         </aside>
         <div class="backdrop" class:open=move || drawer.get() on:click=move |_| drawer.set(false) aria-hidden="true"></div>
     }
@@ -95,6 +168,7 @@ fn chat_item(
     editing: RwSignal<Option<String>>,
     actions: SidebarActions,
 ) -> AnyView {
+    let lang = use_lang();
     let ChatSummary {
         id, title, pinned, ..
     } = chat;
@@ -126,7 +200,10 @@ fn chat_item(
                         <button type="button" class="chat-open" title=title.clone()
                             aria-current=move || active().then_some("page")
                             on:click=move |_| actions.open.run(open_id.clone())>
-                            <span class="chat-title">{title.clone()}</span>
+                            <span class="chat-title">{
+                                let title = title.clone();
+                                move || if title.is_empty() { lang.get().t().untitled.to_string() } else { title.clone() }
+                            }</span>
                         </button>
                     }
                 }
@@ -135,10 +212,10 @@ fn chat_item(
                     let save = save.clone();
                     let save_blur = save.clone();
                     view! {
-                        <input class="chat-title-input" aria-label="Chat title" value=edit_title.clone()
+                        <input class="chat-title-input" aria-label=move || lang.get().t().chat_title value=edit_title.clone()
                             autofocus=true
                             on:keydown=move |ev| {
-                                if ev.key() == "Enter" && !ev.is_composing() && ev.key_code() != 229 {
+                                if crate::attach::enter_sends(&ev.key(), false, ev.is_composing(), ev.key_code(), None) {
                                     ev.prevent_default();
                                     save(event_target_value(&ev));
                                 } else if ev.key() == "Escape" {
@@ -156,12 +233,12 @@ fn chat_item(
             <div class="chat-actions">
                 <button type="button" data-testid="chat-pin" class="icon" class:on=pinned
                     aria-pressed=pinned.to_string()
-                    aria-label=if pinned { "Unpin" } else { "Pin to top" }
-                    title=if pinned { "Unpin" } else { "Pin to top" }
+                    aria-label=move || if pinned { lang.get().t().unpin } else { lang.get().t().pin }
+                    title=move || if pinned { lang.get().t().unpin } else { lang.get().t().pin }
                     on:click=move |_| actions.pin.run(pin_id.clone())>{icon(PIN)}</button>
-                <button type="button" data-testid="chat-rename" class="icon" aria-label="Rename" title="Rename"
+                <button type="button" data-testid="chat-rename" class="icon" aria-label=move || lang.get().t().rename title=move || lang.get().t().rename
                     on:click=move |_| editing.set(Some(edit_id.clone()))>{icon(PENCIL)}</button>
-                <button type="button" data-testid="chat-delete" class="icon" aria-label="Delete" title="Delete"
+                <button type="button" data-testid="chat-delete" class="icon" aria-label=move || lang.get().t().delete title=move || lang.get().t().delete
                     on:click=move |_| actions.delete.run(del_id.clone())>{icon(TRASH)}</button>
             </div>
         </li>

@@ -86,7 +86,7 @@ pub struct ChatRequest {
 }
 
 /// One entry of `GET /api/models`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSummary {
     /// `name:tag`, what requests name.
     pub name: String,
@@ -99,6 +99,54 @@ pub struct ModelSummary {
     /// Model family, e.g. `llama`.
     #[serde(default)]
     pub architecture: String,
+    /// What the model's preset (its Modelfile) sets.
+    #[serde(default, skip_serializing_if = "ModelPreset::is_empty")]
+    pub preset: ModelPreset,
+}
+
+/// What a model's preset (made from a Modelfile) sets: used where a request
+/// sets nothing, before the server's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelPreset {
+    /// System prompt, used when the conversation has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling mass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Top-k sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    /// Longest answer in tokens (`num_predict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<usize>,
+    /// Context size (`num_ctx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_ctx: Option<usize>,
+}
+
+impl ModelPreset {
+    /// Whether it sets nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The server's sampling defaults, used where neither the request nor the
+/// model's preset sets a value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SamplingDefaults {
+    /// Sampling temperature (0: greedy).
+    pub temperature: f64,
+    /// Nucleus sampling mass.
+    pub top_p: f64,
+    /// Top-k sampling.
+    pub top_k: usize,
+    /// Longest answer in tokens.
+    pub max_tokens: usize,
 }
 
 /// Body of `GET /api/models`.
@@ -117,6 +165,9 @@ pub struct ModelList {
     /// What a prompt costs on this machine, per model, where measured.
     #[serde(default)]
     pub prompt_costs: Vec<ModelPromptCost>,
+    /// The server's sampling defaults.
+    #[serde(default)]
+    pub defaults: SamplingDefaults,
 }
 
 /// The measured prompt cost of one model.

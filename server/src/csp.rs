@@ -37,7 +37,20 @@ pub fn page_shell(options: LeptosOptions) -> impl IntoView {
             response.insert_header(header::CONTENT_SECURITY_POLICY, value);
         }
     }
-    app::shell(options)
+    let (lang, theme) = use_context::<axum::http::request::Parts>()
+        .map(|parts| {
+            let header = |name| {
+                parts
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            app::prefs::from_request(&header(header::COOKIE), &header(header::ACCEPT_LANGUAGE))
+        })
+        .unwrap_or_default();
+    app::shell(options, lang, theme)
 }
 
 /// Middleware: a response that set no policy of its own gets [`NO_SCRIPTS`];

@@ -167,6 +167,7 @@ impl ChatEngine for FakeEngine {
                 quantization: "none".into(),
                 context_length: self.config.context_length,
                 architecture: "fake".into(),
+                preset: Default::default(),
             })
             .collect()
     }

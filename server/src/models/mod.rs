@@ -108,6 +108,22 @@ impl Manifest {
             quantization: self.quantization.clone(),
             context_length: self.context_length,
             architecture: self.architecture.clone(),
+            preset: self.preset(),
+        }
+    }
+
+    /// What its Modelfile set, for the chat settings panel.
+    pub fn preset(&self) -> app::api::ModelPreset {
+        let p: modelfile::Parameters =
+            serde_json::from_value(serde_json::Value::Object(self.parameters.clone()))
+                .unwrap_or_default();
+        app::api::ModelPreset {
+            system: self.system.clone().filter(|s| !s.trim().is_empty()),
+            temperature: p.temperature,
+            top_p: p.top_p,
+            top_k: p.top_k,
+            max_tokens: p.num_predict,
+            num_ctx: p.num_ctx,
         }
     }
 }

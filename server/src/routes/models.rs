@@ -1,7 +1,7 @@
 //! `GET /api/models`: the installed models, for the picker.
 
 use crate::AppState;
-use app::api::{ModelList, ModelPromptCost};
+use app::api::{ModelList, ModelPromptCost, SamplingDefaults};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -27,5 +27,11 @@ async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
         default_model: state.config.default_model.clone(),
         default_num_ctx: state.config.default_num_ctx,
         prompt_costs,
+        defaults: SamplingDefaults {
+            temperature: state.config.default_temperature,
+            top_p: state.config.default_top_p,
+            top_k: state.config.default_top_k,
+            max_tokens: state.config.default_max_tokens,
+        },
     })
 }
