@@ -112,13 +112,17 @@ pub fn Composer(parts: ComposerParts) -> impl IntoView {
     let composition_end = StoredValue::new(None::<f64>);
     let dragging = RwSignal::new(false);
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
-        let since = composition_end
-            .get_value()
-            .map(|t| ev.time_stamp() - t);
+        let since = composition_end.get_value().map(|t| ev.time_stamp() - t);
         if ev.key() == "Enter" {
             composition_end.set_value(None);
         }
-        if enter_sends(&ev.key(), ev.shift_key(), ev.is_composing(), ev.key_code(), since) {
+        if enter_sends(
+            &ev.key(),
+            ev.shift_key(),
+            ev.is_composing(),
+            ev.key_code(),
+            since,
+        ) {
             ev.prevent_default();
             send.run(());
         } else if ev.key() == "ArrowUp"
@@ -131,9 +135,7 @@ pub fn Composer(parts: ComposerParts) -> impl IntoView {
         }
     };
     let _ = (notice, dragging);
-    let can_send = move || {
-        input.with(|t| !t.trim().is_empty()) || files.with(|f| !f.is_empty())
-    };
+    let can_send = move || input.with(|t| !t.trim().is_empty()) || files.with(|f| !f.is_empty());
     view! {
         <form class="composer" class:dragging=move || dragging.get()
             on:submit=move |ev| { ev.prevent_default(); send.run(()); }
@@ -268,12 +270,17 @@ mod tests {
             Err(Refusal::NotText("nul.txt".into()))
         );
         let big = vec![b'a'; FILE_CAP + 1];
-        assert_eq!(check_file("big.txt", &big, 0), Err(Refusal::TooBig("big.txt".into())));
+        assert_eq!(
+            check_file("big.txt", &big, 0),
+            Err(Refusal::TooBig("big.txt".into()))
+        );
         assert_eq!(
             check_file("one-more.txt", b"abc", MESSAGE_CAP - 2),
             Err(Refusal::TooMuch)
         );
-        assert!(Refusal::NotText("x.bin".into()).message(Lang::Ja).contains("x.bin"));
+        assert!(Refusal::NotText("x.bin".into())
+            .message(Lang::Ja)
+            .contains("x.bin"));
     }
 
     #[test]

@@ -417,7 +417,12 @@ impl Chat {
             branch.truncate(end + 1);
         }
         let mut messages = Vec::new();
-        if let Some(system) = self.settings.system.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(system) = self
+            .settings
+            .system
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             messages.push(ChatMessage::new(Role::System, system));
         }
         messages.extend(history_for_request(&branch));
@@ -524,12 +529,7 @@ pub fn history_for_request(messages: &[UiMessage]) -> Vec<ChatMessage> {
 pub fn with_attachments(text: &str, files: &[Attachment]) -> String {
     let mut out = text.trim_end().to_string();
     for f in files {
-        let longest = f
-            .text
-            .split(|c| c != '`')
-            .map(str::len)
-            .max()
-            .unwrap_or(0);
+        let longest = f.text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
         let fence = "`".repeat(longest.max(2) + 1);
         if !out.is_empty() {
             out.push_str("\n\n");
@@ -676,10 +676,7 @@ mod tests {
         assert_eq!(chat.format, CHAT_FORMAT);
         assert!(chat.pinned);
         let ids: Vec<_> = chat.messages.iter().map(|m| (m.id, m.parent)).collect();
-        assert_eq!(
-            ids,
-            [(1, None), (2, Some(1)), (3, Some(2)), (4, Some(3))]
-        );
+        assert_eq!(ids, [(1, None), (2, Some(1)), (3, Some(2)), (4, Some(3))]);
         assert_eq!(chat.current, Some(4));
         let texts: Vec<_> = chat.visible().into_iter().map(|m| m.content).collect();
         assert_eq!(texts, ["q1", "a1", "q2", "a2"]);
@@ -772,13 +769,16 @@ mod tests {
         let mut chat = Chat::new("c".into(), Some("m".into()), 0.0);
         let (q1, a1) = asked(&mut chat, None, "q1", "a1");
         asked(&mut chat, Some(a1), "q2", "a2");
-        let q2b = chat.add(Some(a1), UiMessage {
-            attachments: vec![Attachment {
-                name: "notes.md".into(),
-                text: "has ``` inside\n".into(),
-            }],
-            ..msg(Role::User, "q2 edited")
-        });
+        let q2b = chat.add(
+            Some(a1),
+            UiMessage {
+                attachments: vec![Attachment {
+                    name: "notes.md".into(),
+                    text: "has ``` inside\n".into(),
+                }],
+                ..msg(Role::User, "q2 edited")
+            },
+        );
         chat.settings = ChatSettings {
             system: Some("Answer in haiku.".into()),
             temperature: Some(0.2),

@@ -49,11 +49,9 @@ pub fn cost_text(cost: Option<&PromptCost>, size: usize, lang: Lang) -> String {
     let t = lang.t();
     let n = size.to_string();
     match cost {
-        Some(c) if c.is_lower_bound(size) => (t.ctx_cost_lower)(
-            &n,
-            &lang.seconds(c.seconds(size)),
-            &c.longest.to_string(),
-        ),
+        Some(c) if c.is_lower_bound(size) => {
+            (t.ctx_cost_lower)(&n, &lang.seconds(c.seconds(size)), &c.longest.to_string())
+        }
         Some(c) => (t.ctx_cost)(&n, &lang.seconds(c.seconds(size))),
         None => (t.ctx_cost_unknown)(&n),
     }

@@ -145,7 +145,8 @@ pub fn file_name(title: &str, extension: &str) -> String {
 /// Read an import file: kinko's export or Open WebUI's. Returns the chats,
 /// each checked and brought to this format; nothing is half-read.
 pub fn import(text: &str, now: f64) -> Result<Vec<Chat>, ImportError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| ImportError::NotJson(e.to_string()))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| ImportError::NotJson(e.to_string()))?;
     let chats = match &value {
         Value::Object(o) if o.get("kind").and_then(Value::as_str) == Some(EXPORT_KIND) => {
             let version = o.get("version").and_then(Value::as_u64).unwrap_or(0) as u32;
@@ -158,14 +159,22 @@ pub fn import(text: &str, now: f64) -> Result<Vec<Chat>, ImportError> {
                 .ok_or(ImportError::UnknownShape)?;
             list.iter()
                 .enumerate()
-                .map(|(i, c)| kinko_chat(c).map_err(|reason| ImportError::BadChat { index: i + 1, reason }))
+                .map(|(i, c)| {
+                    kinko_chat(c).map_err(|reason| ImportError::BadChat {
+                        index: i + 1,
+                        reason,
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?
         }
         Value::Array(list) if list.iter().all(is_open_webui_chat) && !list.is_empty() => list
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                open_webui_chat(c, now).map_err(|reason| ImportError::BadChat { index: i + 1, reason })
+                open_webui_chat(c, now).map_err(|reason| ImportError::BadChat {
+                    index: i + 1,
+                    reason,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?,
         Value::Array(list) if list.is_empty() => return Err(ImportError::Empty),
@@ -237,8 +246,14 @@ fn open_webui_chat(value: &Value, now: f64) -> Result<Chat, String> {
     let mut roots = Vec::new();
     let mut keys: Vec<&String> = nodes.keys().collect();
     keys.sort_by(|a, b| {
-        let ta = nodes[a.as_str()].get("timestamp").and_then(Value::as_f64).unwrap_or(0.0);
-        let tb = nodes[b.as_str()].get("timestamp").and_then(Value::as_f64).unwrap_or(0.0);
+        let ta = nodes[a.as_str()]
+            .get("timestamp")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        let tb = nodes[b.as_str()]
+            .get("timestamp")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
         ta.total_cmp(&tb)
     });
     for id in &keys {
@@ -249,7 +264,10 @@ fn open_webui_chat(value: &Value, now: f64) -> Result<Chat, String> {
     }
     // Follow childrenIds' order where it is given.
     for (parent, kids) in children.iter_mut() {
-        if let Some(order) = nodes[parent.as_str()].get("childrenIds").and_then(Value::as_array) {
+        if let Some(order) = nodes[parent.as_str()]
+            .get("childrenIds")
+            .and_then(Value::as_array)
+        {
             let rank: HashMap<&str, usize> = order
                 .iter()
                 .filter_map(Value::as_str)
@@ -327,9 +345,16 @@ fn open_webui_chat(value: &Value, now: f64) -> Result<Chat, String> {
         id,
         format: CHAT_FORMAT,
         renamed: !title.is_empty() && title != "New Chat",
-        title: if title == "New Chat" { String::new() } else { title },
+        title: if title == "New Chat" {
+            String::new()
+        } else {
+            title
+        },
         model,
-        pinned: value.get("pinned").and_then(Value::as_bool).unwrap_or(false),
+        pinned: value
+            .get("pinned")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         created,
         updated: millis(value.get("updated_at")).unwrap_or(created),
         current: inner
@@ -415,7 +440,10 @@ mod tests {
 
     #[test]
     fn bad_files_are_refused_with_a_reason() {
-        assert!(matches!(import("not json", 0.0), Err(ImportError::NotJson(_))));
+        assert!(matches!(
+            import("not json", 0.0),
+            Err(ImportError::NotJson(_))
+        ));
         assert_eq!(import("{\"a\":1}", 0.0), Err(ImportError::UnknownShape));
         assert_eq!(import("[]", 0.0), Err(ImportError::Empty));
         assert_eq!(import("[{\"x\":1}]", 0.0), Err(ImportError::UnknownShape));
@@ -424,8 +452,15 @@ mod tests {
         let empty = r#"{"kind":"kinko.chats","version":1,"chats":[]}"#;
         assert_eq!(import(empty, 0.0), Err(ImportError::Empty));
         let bad = r#"{"kind":"kinko.chats","version":1,"chats":[{"id":"a","title":""},{"id":"b","title":5}]}"#;
-        assert!(matches!(import(bad, 0.0), Err(ImportError::BadChat { index: 2, .. })));
-        for e in [ImportError::UnknownShape, ImportError::Empty, ImportError::TooNew(3)] {
+        assert!(matches!(
+            import(bad, 0.0),
+            Err(ImportError::BadChat { index: 2, .. })
+        ));
+        for e in [
+            ImportError::UnknownShape,
+            ImportError::Empty,
+            ImportError::TooNew(3),
+        ] {
             assert!(!e.message(Lang::En).is_empty());
             assert!(!e.message(Lang::Ja).is_empty());
         }
@@ -468,7 +503,12 @@ mod tests {
         let shown: Vec<_> = c.visible().into_iter().map(|m| m.content).collect();
         assert_eq!(
             shown,
-            ["Plan a day in Kyoto", "Start at Fushimi Inari.", "And lunch?", "Nishiki Market."]
+            [
+                "Plan a day in Kyoto",
+                "Start at Fushimi Inari.",
+                "And lunch?",
+                "Nishiki Market."
+            ]
         );
         let a1 = c.visible()[1].id;
         assert_eq!(c.version_of(a1), (1, 2));
@@ -492,7 +532,10 @@ mod tests {
         assert!(c.messages.iter().any(|m| m.content == "part"));
         assert!(c.messages.iter().all(|m| m.parent.is_none_or(|p| p < m.id)));
         let bad_role = r#"[{"id":"x","chat":{"history":{"messages":{"a":{"id":"a","role":"tool","content":""}}}}}]"#;
-        assert!(matches!(import(bad_role, 0.0), Err(ImportError::BadChat { index: 1, .. })));
+        assert!(matches!(
+            import(bad_role, 0.0),
+            Err(ImportError::BadChat { index: 1, .. })
+        ));
     }
 
     #[test]
@@ -524,7 +567,10 @@ mod tests {
             "# Kyoto?\n\n## You\n\nKyoto?\n\nFile `a.txt`:\n```\nhello\n```\n\n## fake:latest\n\nTemples.\n"
         );
         assert!(export_markdown(&chat, Lang::Ja).contains("## あなた"));
-        assert_eq!(file_name("Kyoto trip: day 1!", "md"), "kinko-kyoto-trip-day-1.md");
+        assert_eq!(
+            file_name("Kyoto trip: day 1!", "md"),
+            "kinko-kyoto-trip-day-1.md"
+        );
         assert_eq!(file_name("京都の旅", "json"), "kinko-京都の旅.json");
         assert_eq!(file_name("  ", "md"), "kinko-chat.md");
     }

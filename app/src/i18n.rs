@@ -431,7 +431,9 @@ pub static EN: Text = Text {
     attach: "Attach text files",
     remove_file: |n| format!("Remove {n}"),
     not_text: |n| {
-        format!("{n} is not a text file: only text (txt, md, source code, csv, json) can be attached.")
+        format!(
+            "{n} is not a text file: only text (txt, md, source code, csv, json) can be attached."
+        )
     },
     file_too_big: |n, cap| format!("{n} is too big to attach (the limit is {cap} per file)."),
     files_too_big: |cap| format!("Attachments are limited to {cap} per message."),

@@ -84,7 +84,9 @@ pub fn App() -> impl IntoView {
                 if let Some(l) = chosen {
                     lang.set(l);
                 }
-                if let Some(t) = client::local_item(prefs::THEME_KEY).and_then(|t| Theme::from_code(&t)) {
+                if let Some(t) =
+                    client::local_item(prefs::THEME_KEY).and_then(|t| Theme::from_code(&t))
+                {
                     theme.set(t);
                 }
             }

@@ -185,9 +185,7 @@ pub fn MessageView(msg: LiveMessage, actions: MessageActions) -> impl IntoView {
     match role {
         Some(Role::Assistant) => {
             let regen_pending = pending.clone();
-            let can_regenerate = move || {
-                actions.last_answer.get() == id && !regen_pending.get()
-            };
+            let can_regenerate = move || actions.last_answer.get() == id && !regen_pending.get();
             let stats_view = {
                 let stats = stats.clone();
                 move || {

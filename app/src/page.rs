@@ -6,12 +6,11 @@
 use crate::api::{ChatRequest, ModelPromptCost, ModelSummary, Role, SamplingDefaults};
 use crate::attach::Composer;
 use crate::chats::{
-    sort_summaries, Attachment, Chat, ChatSettings, ChatSummary, UiMessage,
-    CONTEXT_WARN_SHARE,
+    sort_summaries, Attachment, Chat, ChatSettings, ChatSummary, UiMessage, CONTEXT_WARN_SHARE,
 };
 use crate::i18n::Lang;
-use crate::prefs::Theme;
 use crate::message::{LiveMessage, MessageActions, MessageView};
+use crate::prefs::Theme;
 use crate::settings::{SettingsPanel, SettingsProps};
 use crate::sidebar::{Sidebar, SidebarActions};
 use leptos::prelude::*;
@@ -252,8 +251,9 @@ impl Page {
                 if let Some(db) = crate::store::db() {
                     match db.delete(&id).await {
                         Ok(()) => crate::store::post(&crate::store::Change::Delete { id }),
-                        Err(e) => storage_error
-                            .set(Some((lang.get_untracked().t().storage_delete)(&e))),
+                        Err(e) => {
+                            storage_error.set(Some((lang.get_untracked().t().storage_delete)(&e)))
+                        }
                     }
                 }
             });
@@ -382,9 +382,9 @@ impl Page {
         let lang = self.lang.get_untracked();
         match crate::export::import(text, now()) {
             Ok(chats) => {
-                let (add, skipped) = self.library.with_value(|l| {
-                    crate::export::merge_imported(l, chats, new_chat_id)
-                });
+                let (add, skipped) = self
+                    .library
+                    .with_value(|l| crate::export::merge_imported(l, chats, new_chat_id));
                 let added = add.len();
                 for chat in add {
                     self.commit(chat);
@@ -543,14 +543,14 @@ pub fn ChatPage() -> AnyView {
                     }
                     models.set(list.models);
                 }
-                Err(e) => {
-                    models_error.set(Some((lang.get_untracked().t().models_error)(&e)))
-                }
+                Err(e) => models_error.set(Some((lang.get_untracked().t().models_error)(&e))),
             }
             let reopen = crate::client::open_chat_of_this_tab()
                 .and_then(|id| page.library.with_value(|l| l.get(&id).cloned()));
             page.show(reopen.as_ref());
-            crate::client::listen_for_shortcuts(move |key| shortcut(page, key, help_open, settings_open, drawer));
+            crate::client::listen_for_shortcuts(move |key| {
+                shortcut(page, key, help_open, settings_open, drawer)
+            });
             crate::client::mark_hydrated();
         });
     });
@@ -657,7 +657,11 @@ pub fn ChatPage() -> AnyView {
             chats.sort_by(|a, b| a.created.total_cmp(&b.created));
             let _json = crate::export::export_json(chats, now());
             #[cfg(feature = "hydrate")]
-            crate::client::download(&crate::client::dated_name("kinko-chats", "json"), "application/json", &_json);
+            crate::client::download(
+                &crate::client::dated_name("kinko-chats", "json"),
+                "application/json",
+                &_json,
+            );
         }),
         import: Callback::new(move |text: String| page.import(&text)),
     };
@@ -731,19 +735,23 @@ pub fn ChatPage() -> AnyView {
         }
     });
     let chat_title = Signal::derive(move || {
-        current.with(|c| {
-            c.as_ref()
-                .and_then(|id| page.library.with_value(|l| l.get(id).map(Chat::display_title)))
-        })
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| lang.get().t().untitled.to_string())
+        current
+            .with(|c| {
+                c.as_ref().and_then(|id| {
+                    page.library
+                        .with_value(|l| l.get(id).map(Chat::display_title))
+                })
+            })
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| lang.get().t().untitled.to_string())
     });
     let chat_created = Signal::derive(move || {
-        current.with(|c| {
-            c.as_ref()
-                .and_then(|id| page.library.with_value(|l| l.get(id).map(|c| c.created)))
-        })
-        .unwrap_or(0.0)
+        current
+            .with(|c| {
+                c.as_ref()
+                    .and_then(|id| page.library.with_value(|l| l.get(id).map(|c| c.created)))
+            })
+            .unwrap_or(0.0)
     });
     let export_chat = move |markdown: bool| {
         let Some(chat) = page.open_chat() else {
@@ -1152,9 +1160,7 @@ fn start_stream(
             Err(StreamFailure::Http(status, msg)) => answer
                 .error
                 .set(Some((t.http_error)(msg, &status.to_string()))),
-            Err(StreamFailure::Network(msg)) => {
-                answer.error.set(Some((t.connection_broke)(msg)))
-            }
+            Err(StreamFailure::Network(msg)) => answer.error.set(Some((t.connection_broke)(msg))),
         }
         page.library.update_value(|l| {
             if let Some(c) = l.get_mut(&chat_id) {

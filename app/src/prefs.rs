@@ -77,7 +77,10 @@ mod tests {
             from_request("a=1; kinko_lang=ja; kinko_theme=dark", "en"),
             (Lang::Ja, Theme::Dark)
         );
-        assert_eq!(from_request("", "ja-JP,ja;q=0.9"), (Lang::Ja, Theme::System));
+        assert_eq!(
+            from_request("", "ja-JP,ja;q=0.9"),
+            (Lang::Ja, Theme::System)
+        );
         assert_eq!(
             from_request("kinko_lang=xx; kinko_theme=neon", "en-US"),
             (Lang::En, Theme::System)

@@ -179,6 +179,8 @@ test('a chat picks its context size, with what it costs on this machine', async 
   // prompt token; the server's default context size is 4,096.
   await page.goto(FAKE_URL);
   await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
+  // The context size is one of the chat's settings.
+  await page.getByTestId('chat-settings').click();
   const picker = page.getByTestId('num-ctx');
   const cost = page.getByTestId('num-ctx-cost');
   await expect(picker.locator('option')).toHaveText([
@@ -202,6 +204,7 @@ test('a chat picks its context size, with what it costs on this machine', async 
   await expect(page.getByTestId('send')).toBeVisible();
   await page.reload();
   await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
+  await page.getByTestId('chat-settings').click();
   await expect(page.getByTestId('num-ctx')).toHaveValue('1024');
   // A new chat starts from the server's default again.
   await page.getByTestId('new-chat').click();
