@@ -93,8 +93,12 @@ pub async fn open() -> Result<Db, String> {
         .map_err(|_| "IndexedDB gave no database".into())
 }
 
+/// A stored record as a chat of this format (a format-1 record becomes one
+/// branch; nothing in it is dropped).
 fn parse(value: JsValue) -> Option<Chat> {
-    serde_json::from_str(&value.as_string()?).ok()
+    let mut chat: Chat = serde_json::from_str(&value.as_string()?).ok()?;
+    chat.normalize();
+    Some(chat)
 }
 
 impl Db {
