@@ -276,6 +276,12 @@ pub struct Text {
     pub file_too_big: F2,
     pub files_too_big: F1,
     pub drop_files: &'static str,
+    pub login_title: &'static str,
+    pub login_needs_key: &'static str,
+    pub api_key: &'static str,
+    pub sign_in: &'static str,
+    pub wrong_key: &'static str,
+    pub locked_out: F1,
     pub storage_save: F1,
     pub storage_delete: F1,
     pub storage_read: F1,
@@ -438,6 +444,17 @@ pub static EN: Text = Text {
     file_too_big: |n, cap| format!("{n} is too big to attach (the limit is {cap} per file)."),
     files_too_big: |cap| format!("Attachments are limited to {cap} per message."),
     drop_files: "Drop text files to attach them",
+    login_title: "kinko · sign in",
+    login_needs_key: "This kinko server needs its API key.",
+    api_key: "API key",
+    sign_in: "Sign in",
+    wrong_key: "That key is not right.",
+    locked_out: |m| {
+        format!(
+            "Too many wrong keys from this address. Try again in {m} minute{}.",
+            if m == "1" { "" } else { "s" }
+        )
+    },
     storage_save: |e| {
         format!("This chat could not be saved in the browser ({e}). Nothing saved before is lost, and this tab keeps the chat; it is saved again with the next change. Free some disk space or delete old chats.")
     },
@@ -599,6 +616,12 @@ pub static JA: Text = Text {
     file_too_big: |n, cap| format!("{n} は大きすぎて添付できません（1 ファイル {cap} まで）。"),
     files_too_big: |cap| format!("添付は 1 メッセージにつき合計 {cap} までです。"),
     drop_files: "ここにテキストファイルをドロップして添付",
+    login_title: "kinko · サインイン",
+    login_needs_key: "この kinko サーバーを使うには API キーが必要です。",
+    api_key: "API キー",
+    sign_in: "サインイン",
+    wrong_key: "キーが正しくありません。",
+    locked_out: |m| format!("このアドレスから間違ったキーが続きました。{m} 分後にもう一度お試しください。"),
     storage_save: |e| {
         format!("このチャットをブラウザに保存できませんでした（{e}）。保存済みのものは失われず、このタブにはチャットが残っています。次の変更のときにもう一度保存します。ディスクの空きを増やすか、古いチャットを削除してください。")
     },

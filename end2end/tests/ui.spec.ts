@@ -173,6 +173,10 @@ test('日本語: follows the browser, can be switched, is remembered, sets <html
   await expect(page.getByTestId('new-chat')).toHaveText('New chat');
   await page.getByTestId('language').selectOption('ja');
   await expect(page.getByTestId('send')).toHaveText('送信');
+  // The login page of a server with an API key speaks the same language.
+  const login = await (await page.request.get('http://127.0.0.1:3212/login', { headers: { 'Accept-Language': 'ja,en;q=0.5' } })).text();
+  expect(login).toContain('<html lang="ja"');
+  expect(login).toContain('サインイン');
   await ja.close();
 });
 
@@ -382,5 +386,29 @@ test('accessibility: axe-core finds no serious or critical violation', async ({ 
     await page.getByTestId('help').click();
     await check('help dialog');
     await context.close();
+  }
+});
+
+test("the settings panel shows a model preset's values where the chat sets none", async ({ page, request }) => {
+  // The real server: a preset made from a Modelfile over the default model.
+  const REAL_URL = 'http://127.0.0.1:3210';
+  const name = 'e2e-preset:latest';
+  const made = await request.post(`${REAL_URL}/api/create`, {
+    data: { model: name, stream: false, modelfile: 'FROM smollm2:135m\nSYSTEM """Answer like a pirate."""\nPARAMETER temperature 0.3\nPARAMETER num_ctx 1024\n' },
+  });
+  expect(made.status()).toBe(200);
+  try {
+    await open(page, REAL_URL);
+    await page.getByTestId('model-picker').selectOption(name);
+    await page.getByTestId('chat-settings').click();
+    await expect(page.getByTestId('system-prompt')).toHaveAttribute('placeholder', 'Answer like a pirate. (model preset)');
+    await expect(page.getByTestId('temperature')).toHaveAttribute('placeholder', '0.3 (model preset)');
+    await expect(page.getByTestId('top-k')).toHaveAttribute('placeholder', /^\d+ \(server default\)$/);
+    await expect(page.getByTestId('num-ctx').locator('option').first()).toHaveText(/^1024 tokens \(default\)/);
+    // Set in the chat, the chat's own value wins and the hint says what it replaces.
+    await page.getByTestId('temperature').fill('0.9');
+    await expect(page.locator('#temperature-hint')).toHaveText('Set for this chat, instead of 0.3 (model preset)');
+  } finally {
+    await request.delete(`${REAL_URL}/api/delete`, { data: { model: name } });
   }
 });

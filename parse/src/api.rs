@@ -63,7 +63,11 @@ pub struct ChatOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<usize>,
     /// Penalty on tokens already present (1 = none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "finite_f32"
+    )]
     pub repeat_penalty: Option<f32>,
     /// The answer ends at the first of these strings (not shown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,6 +75,18 @@ pub struct ChatOptions {
     /// Use at most this much of the model's context window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_ctx: Option<usize>,
+}
+
+/// An `f32` that must stay finite: a number past f32's range would become
+/// infinite, which JSON cannot carry back (it reads back as no value).
+fn finite_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
+    match Option::<f64>::deserialize(d)? {
+        None => Ok(None),
+        Some(x) if (x as f32).is_finite() => Ok(Some(x as f32)),
+        Some(x) => Err(serde::de::Error::custom(format!(
+            "repeat_penalty {x} is out of range"
+        ))),
+    }
 }
 
 /// Body of `POST /api/chat/stream`.

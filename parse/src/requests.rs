@@ -423,6 +423,24 @@ mod tests {
         );
     }
 
+    /// Found by the fuzzer (fuzz/corpus/requests/regression-f32-overflow-own):
+    /// the same overflow through kinko's own request, whose options decode
+    /// straight into an f32.
+    #[test]
+    fn kinkos_own_repeat_penalty_past_f32_is_refused() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"options":{"repeat_penalty":1e39}}"#;
+        let refusal = serde_json::from_str::<crate::api::ChatRequest>(body)
+            .unwrap_err()
+            .to_string();
+        assert!(refusal.contains("out of range"), "{refusal}");
+        let body = r#"{"model":"m","messages":[],"options":{"repeat_penalty":1.1}}"#;
+        let req: crate::api::ChatRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(req.options.repeat_penalty, Some(1.1));
+        let body = r#"{"model":"m","messages":[]}"#;
+        let req: crate::api::ChatRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(req.options.repeat_penalty, None);
+    }
+
     #[test]
     fn ollama_counts_past_the_address_space_are_refused_or_capped() {
         let map = |v: serde_json::Value| v.as_object().cloned();

@@ -280,31 +280,54 @@ pub fn login_router(sec: Arc<Security>) -> Router {
         .with_state(sec)
 }
 
-fn login_html(error: Option<&str>) -> String {
+/// The language and theme the page asked for (cookies), else the
+/// browser's language.
+fn page_prefs(headers: &axum::http::HeaderMap) -> (app::i18n::Lang, app::prefs::Theme) {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    app::prefs::from_request(header(header::COOKIE), header(header::ACCEPT_LANGUAGE))
+}
+
+fn login_html(headers: &axum::http::HeaderMap, error: Option<&str>) -> String {
+    let (lang, theme) = page_prefs(headers);
+    let t = lang.t();
     let error = error
         .map(|e| format!(r#"<p class="login-error" role="alert">{e}</p>"#))
         .unwrap_or_default();
+    let theme = match theme {
+        app::prefs::Theme::System => String::new(),
+        th => format!(r#" data-theme="{}""#, th.code()),
+    };
     format!(
         r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>kinko · sign in</title><link rel="stylesheet" href="/pkg/kinko.css"></head>
+<html lang="{code}"{theme}><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title><link rel="stylesheet" href="/pkg/kinko.css"></head>
 <body><main class="login">
 <form method="post" action="/login" class="login-card">
 <h1><span class="logo" aria-hidden="true">金庫</span> kinko</h1>
-<p>This kinko server needs its API key.</p>
+<p>{needs}</p>
 {error}
-<label for="key">API key</label>
+<label for="key">{api_key}</label>
 <input id="key" name="key" type="password" autocomplete="current-password" autofocus required>
-<button type="submit" class="send">Sign in</button>
-</form></main></body></html>"#
+<button type="submit" class="send">{sign_in}</button>
+</form></main></body></html>"#,
+        code = lang.code(),
+        title = t.login_title,
+        needs = t.login_needs_key,
+        api_key = t.api_key,
+        sign_in = t.sign_in,
     )
 }
 
-async fn login_page(State(sec): State<Arc<Security>>) -> Response {
+async fn login_page(State(sec): State<Arc<Security>>, headers: axum::http::HeaderMap) -> Response {
     if !sec.requires_key() {
         return Redirect::to("/").into_response();
     }
-    Html(login_html(None)).into_response()
+    Html(login_html(&headers, None)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -314,6 +337,7 @@ struct LoginForm {
 
 async fn login(
     State(sec): State<Arc<Security>>,
+    headers: axum::http::HeaderMap,
     client: Option<axum::Extension<axum::extract::ConnectInfo<crate::net::ClientConn>>>,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
@@ -327,11 +351,12 @@ async fn login(
         tracing::warn!(client = %ip, "login refused: too many wrong keys");
         let mut resp = (
             StatusCode::TOO_MANY_REQUESTS,
-            Html(login_html(Some(&format!(
-                "Too many wrong keys from this address. Try again in {} minute{}.",
-                secs.div_ceil(60),
-                if secs.div_ceil(60) == 1 { "" } else { "s" }
-            )))),
+            Html(login_html(
+                &headers,
+                Some(&(page_prefs(&headers).0.t().locked_out)(
+                    &secs.div_ceil(60).to_string(),
+                )),
+            )),
         )
             .into_response();
         resp.headers_mut()
@@ -354,7 +379,10 @@ async fn login(
         tokio::time::sleep(Duration::from_millis(300)).await;
         return (
             StatusCode::UNAUTHORIZED,
-            Html(login_html(Some("That key is not right."))),
+            Html(login_html(
+                &headers,
+                Some(page_prefs(&headers).0.t().wrong_key),
+            )),
         )
             .into_response();
     }
