@@ -5,7 +5,7 @@
 //! refused), and Send or Stop.
 
 use crate::chats::Attachment;
-use crate::i18n::{use_lang, Lang};
+use crate::i18n::{tr, use_lang, Lang};
 use leptos::prelude::*;
 
 /// The largest file that can be attached.
@@ -150,7 +150,7 @@ pub fn Composer(parts: ComposerParts) -> impl IntoView {
                 }
             }>
             {move || (!files.with(Vec::is_empty)).then(|| view! {
-                <ul class="attachments" data-testid="attachments" aria-label=move || lang.get().t().attach>
+                <ul class="attachments" data-testid="attachments" aria-label=tr(lang, |t| t.attach)>
                     <For each=move || files.get() key=|f| f.name.clone() let:file>
                         {
                             let name = file.name.clone();
@@ -168,8 +168,8 @@ pub fn Composer(parts: ComposerParts) -> impl IntoView {
                 </ul>
             })}
             <div class="composer-row">
-                <label class="attach-button icon" title=move || lang.get().t().attach>
-                    <span class="visually-hidden">{move || lang.get().t().attach}</span>
+                <label class="attach-button icon" title=tr(lang, |t| t.attach)>
+                    <span class="visually-hidden">{tr(lang, |t| t.attach)}</span>
                     <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" focusable="false">
                         <path d="M21 11l-8.5 8.5a5 5 0 0 1-7-7L14 4a3.5 3.5 0 0 1 5 5l-8.5 8.5a2 2 0 0 1-3-3L15 7" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"></path>
                     </svg>
@@ -192,8 +192,8 @@ pub fn Composer(parts: ComposerParts) -> impl IntoView {
                 <textarea
                     data-testid="composer"
                     rows="2"
-                    aria-label=move || lang.get().t().message
-                    placeholder=move || lang.get().t().placeholder
+                    aria-label=tr(lang, |t| t.message)
+                    placeholder=tr(lang, |t| t.placeholder)
                     prop:value=move || input.get()
                     on:input=move |ev| input.set(event_target_value(&ev))
                     on:keydown=on_keydown
@@ -212,10 +212,10 @@ pub fn Composer(parts: ComposerParts) -> impl IntoView {
                     when=move || streaming.get()
                     fallback=move || view! {
                         <button type="submit" class="send" data-testid="send"
-                            disabled=move || !can_send()>{move || lang.get().t().send}</button>
+                            disabled=move || !can_send()>{tr(lang, |t| t.send)}</button>
                     }
                 >
-                    <button type="button" class="stop" data-testid="stop" on:click=move |_| stop.run(())>{move || lang.get().t().stop}</button>
+                    <button type="button" class="stop" data-testid="stop" on:click=move |_| stop.run(())>{tr(lang, |t| t.stop)}</button>
                 </Show>
             </div>
         </form>

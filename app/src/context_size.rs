@@ -4,7 +4,7 @@
 //! shows that cost as this machine measured it.
 
 use crate::api::{ModelPromptCost, ModelSummary, PromptCost};
-use crate::i18n::{use_lang, Lang};
+use crate::i18n::{tr, use_lang, Lang};
 use leptos::prelude::*;
 
 /// Sizes offered, up to the model's window (which is always offered too).
@@ -100,8 +100,8 @@ pub fn ContextPicker(
         }
     };
     view! {
-        <label class="field context-picker" title=move || lang.get().t().context_size_title>
-            <span class="field-name">{move || lang.get().t().context_size}</span>
+        <label class="field context-picker" title=tr(lang, |t| t.context_size_title)>
+            <span class="field-name">{tr(lang, |t| t.context_size)}</span>
             <select
                 data-testid="num-ctx"
                 on:change=move |ev| chosen.set(event_target_value(&ev).parse::<usize>().ok())

@@ -140,6 +140,16 @@ pub fn use_lang() -> RwSignal<Lang> {
     use_context::<RwSignal<Lang>>().unwrap_or_else(|| RwSignal::new(Lang::En))
 }
 
+/// A string of the page that follows the language: one closure type for
+/// every string, so the views that show them share their code (a closure
+/// per string would make a copy per string in the WASM bundle).
+pub fn tr(
+    lang: RwSignal<Lang>,
+    pick: fn(&'static Text) -> &'static str,
+) -> impl Fn() -> &'static str + Copy + Send + Sync + 'static {
+    move || pick(lang.get().t())
+}
+
 /// A string with parameters.
 type F1 = fn(&str) -> String;
 /// A string with two parameters.
@@ -470,7 +480,7 @@ pub static JA: Text = Text {
     name: "日本語",
     language: "言語",
     theme: "テーマ",
-    theme_system: "システムに合わせる",
+    theme_system: "システム",
     theme_light: "ライト",
     theme_dark: "ダーク",
     chats: "チャット",

@@ -5,7 +5,7 @@
 
 use crate::api::{FinishReason, Role};
 use crate::chats::{split_think, AnswerStats, Attachment, UiMessage};
-use crate::i18n::{use_lang, Lang};
+use crate::i18n::{tr, use_lang, Lang};
 use crate::markdown::BlockSplitter;
 use leptos::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -191,7 +191,7 @@ pub fn MessageView(msg: LiveMessage, actions: MessageActions) -> impl IntoView {
                 move || {
                     stats.get().map(|s| {
                         view! {
-                            <div class="answer-stats" data-testid="answer-stats" aria-label=move || lang.get().t().stats_label>
+                            <div class="answer-stats" data-testid="answer-stats" aria-label=tr(lang, |t| t.stats_label)>
                                 {move || stats_line(&s, lang.get())}
                             </div>
                         }
@@ -207,9 +207,9 @@ pub fn MessageView(msg: LiveMessage, actions: MessageActions) -> impl IntoView {
                         {move || can_regenerate().then(|| view! {
                             <button type="button" class="msg-button" data-testid="regenerate"
                                 disabled=move || busy.get()
-                                title=move || lang.get().t().regenerate_title
+                                title=tr(lang, |t| t.regenerate_title)
                                 on:click=move |_| actions.regenerate.run(id)>
-                                {move || lang.get().t().regenerate}
+                                {tr(lang, |t| t.regenerate)}
                             </button>
                         })}
                     </div>
@@ -223,7 +223,7 @@ pub fn MessageView(msg: LiveMessage, actions: MessageActions) -> impl IntoView {
             let editing = move || actions.editing.get() == Some(id);
             let files = (!attachments.is_empty()).then(|| {
                 view! {
-                    <ul class="attachments sent" aria-label=move || lang.get().t().attach>
+                    <ul class="attachments sent" aria-label=tr(lang, |t| t.attach)>
                         {attachments.iter().map(|a| view! {
                             <li class="attachment" title=a.name.clone()>{a.name.clone()}</li>
                         }).collect_view()}
@@ -247,9 +247,9 @@ pub fn MessageView(msg: LiveMessage, actions: MessageActions) -> impl IntoView {
                         {(role == Some(Role::User)).then(|| view! {
                             <button type="button" class="msg-button" data-testid="edit"
                                 disabled=move || busy.get()
-                                title=move || lang.get().t().edit_title
+                                title=tr(lang, |t| t.edit_title)
                                 on:click=move |_| actions.editing.set(Some(id))>
-                                {move || lang.get().t().edit}
+                                {tr(lang, |t| t.edit)}
                             </button>
                         })}
                     </div>
@@ -269,12 +269,12 @@ fn branch_nav(id: u32, (at, of): (usize, usize), actions: MessageActions) -> imp
     view! {
         <span class="branch-nav" role="group" aria-label=move || (lang.get().t().version_of)(&at.to_string(), &of.to_string())>
             <button type="button" class="msg-button icon-button" data-testid="branch-prev"
-                aria-label=move || lang.get().t().branch_prev title=move || lang.get().t().branch_prev
+                aria-label=tr(lang, |t| t.branch_prev) title=tr(lang, |t| t.branch_prev)
                 disabled=move || { busy.get() || at <= 1 }
                 on:click=move |_| actions.switch.run((id, -1))>"‹"</button>
             <span class="branch-label" data-testid="branch-label">{format!("{at}/{of}")}</span>
             <button type="button" class="msg-button icon-button" data-testid="branch-next"
-                aria-label=move || lang.get().t().branch_next title=move || lang.get().t().branch_next
+                aria-label=tr(lang, |t| t.branch_next) title=tr(lang, |t| t.branch_next)
                 disabled=move || { busy.get() || at >= of }
                 on:click=move |_| actions.switch.run((id, 1))>"›"</button>
         </span>
@@ -301,7 +301,7 @@ fn edit_box(id: u32, text: String, actions: MessageActions) -> impl IntoView {
     view! {
         <div class="edit-box">
             <textarea data-testid="edit-input" node_ref=input_ref rows="3"
-                aria-label=move || lang.get().t().edit_label
+                aria-label=tr(lang, |t| t.edit_label)
                 prop:value=move || draft.get()
                 on:input=move |ev| draft.set(event_target_value(&ev))
                 on:keydown=move |ev: leptos::ev::KeyboardEvent| {
@@ -313,12 +313,12 @@ fn edit_box(id: u32, text: String, actions: MessageActions) -> impl IntoView {
                 }></textarea>
             <div class="edit-actions">
                 <button type="button" class="msg-button" on:click=move |_| actions.editing.set(None)>
-                    {move || lang.get().t().cancel}
+                    {tr(lang, |t| t.cancel)}
                 </button>
                 <button type="button" class="send" data-testid="edit-save"
                     disabled=move || actions.busy.get() || draft.with(|d| d.trim().is_empty())
                     on:click=move |_| save()>
-                    {move || lang.get().t().edit_save}
+                    {tr(lang, |t| t.edit_save)}
                 </button>
             </div>
         </div>
@@ -347,7 +347,7 @@ fn copy_button(content: ArcRwSignal<String>, answer: bool) -> impl IntoView {
     view! {
         <button type="button" class="msg-button copy-message" data-testid="copy-message"
             aria-label=label title=label on:click=copy>
-            {move || lang.get().t().copy}
+            {tr(lang, |t| t.copy)}
         </button>
     }
 }

@@ -8,7 +8,7 @@ use crate::attach::Composer;
 use crate::chats::{
     sort_summaries, Attachment, Chat, ChatSettings, ChatSummary, UiMessage, CONTEXT_WARN_SHARE,
 };
-use crate::i18n::Lang;
+use crate::i18n::{tr, Lang};
 use crate::message::{LiveMessage, MessageActions, MessageView};
 use crate::prefs::Theme;
 use crate::settings::{SettingsPanel, SettingsProps};
@@ -782,7 +782,7 @@ pub fn ChatPage() -> AnyView {
             <main class="main">
                 {view! { <header class="topbar">
                     <button type="button" class="icon menu" data-testid="sidebar-toggle"
-                        aria-label=move || lang.get().t().chats
+                        aria-label=tr(lang, |t| t.chats)
                         on:click=move |_| drawer.update(|d| *d = !*d)>
                         <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" focusable="false">
                             <path d="M4 6h16M4 12h16M4 18h16" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"></path>
@@ -793,7 +793,7 @@ pub fn ChatPage() -> AnyView {
                         <span class="name">"kinko"</span>
                     </div>
                     <label class="picker">
-                        <span class="visually-hidden">{move || lang.get().t().model}</span>
+                        <span class="visually-hidden">{tr(lang, |t| t.model)}</span>
                         <select
                             data-testid="model-picker"
                             on:change=move |ev| model.set(event_target_value(&ev))
@@ -823,7 +823,7 @@ pub fn ChatPage() -> AnyView {
                         </select>
                     </label>
                     <button type="button" class="icon" data-testid="chat-settings"
-                        aria-label=move || lang.get().t().settings title=move || lang.get().t().settings
+                        aria-label=tr(lang, |t| t.settings) title=tr(lang, |t| t.settings)
                         aria-expanded=move || settings_open.get().to_string()
                         on:click=move |_| settings_open.update(|o| *o = !*o)>
                         <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" focusable="false">
@@ -831,7 +831,7 @@ pub fn ChatPage() -> AnyView {
                         </svg>
                     </button>
                     <button type="button" class="icon" data-testid="help"
-                        aria-label=move || lang.get().t().help title=move || lang.get().t().help
+                        aria-label=tr(lang, |t| t.help) title=tr(lang, |t| t.help)
                         on:click=move |_| help_open.set(true)>"?"</button>
                 </header> }.into_any()}
                 {move || models_error.get().map(|e| view! { <div class="banner error" role="alert">{e}</div> })}
@@ -839,17 +839,17 @@ pub fn ChatPage() -> AnyView {
                 {move || notice.get().map(|n| view! {
                     <div class="banner info" role="status" data-testid="notice">
                         <span>{n}</span>
-                        <button type="button" class="icon" aria-label=move || lang.get().t().close on:click=move |_| notice.set(None)>"✕"</button>
+                        <button type="button" class="icon" aria-label=tr(lang, |t| t.close) on:click=move |_| notice.set(None)>"✕"</button>
                     </div>
                 })}
                 <div class="conversation" data-testid="conversation" on:scroll=on_scroll on:click=on_conversation_click
-                    role="region" tabindex="0" aria-label=move || lang.get().t().conversation>
+                    role="region" tabindex="0" aria-label=tr(lang, |t| t.conversation)>
                     <Show
                         when=move || !live.with(Vec::is_empty)
                         fallback=move || view! {
                             <div class="empty">
-                                <p class="empty-title">{move || lang.get().t().empty_title}</p>
-                                <p>{move || lang.get().t().empty_hint}</p>
+                                <p class="empty-title">{tr(lang, |t| t.empty_title)}</p>
+                                <p>{tr(lang, |t| t.empty_hint)}</p>
                             </div>
                         }
                     >
@@ -891,10 +891,10 @@ pub fn ChatPage() -> AnyView {
                 <div class="settings-export">
                     <button type="button" class="msg-button" data-testid="export-chat"
                         disabled=move || current.get().is_none()
-                        on:click=move |_| export_chat(false)>{move || lang.get().t().export_chat}</button>
+                        on:click=move |_| export_chat(false)>{tr(lang, |t| t.export_chat)}</button>
                     <button type="button" class="msg-button" data-testid="export-chat-md"
                         disabled=move || current.get().is_none()
-                        on:click=move |_| export_chat(true)>{move || lang.get().t().export_markdown}</button>
+                        on:click=move |_| export_chat(true)>{tr(lang, |t| t.export_markdown)}</button>
                 </div>
             </SettingsPanel>
             <HelpDialog open=help_open/>
@@ -992,7 +992,7 @@ fn ContextGauge(live: RwSignal<Vec<LiveMessage>>) -> impl IntoView {
         <div class="context-gauge" data-testid="context-gauge" data-state=state>
             <meter class="gauge-bar" min="0" max="100" low="50" high="75" optimum="0"
                 value=move || pct().to_string()
-                aria-label=move || lang.get().t().gauge_label></meter>
+                aria-label=tr(lang, |t| t.gauge_label)></meter>
             <span class="gauge-text">
                 {move || {
                     let l = lang.get();
@@ -1034,11 +1034,18 @@ fn HelpDialog(open: RwSignal<bool>) -> impl IntoView {
             ("Ctrl+/", t.key_help),
         ]
     };
+    let close_ref = NodeRef::<leptos::html::Button>::new();
+    // Focus moves into the dialog when it opens.
+    Effect::new(move |_| {
+        if let Some(button) = close_ref.get() {
+            let _ = button.focus();
+        }
+    });
     view! {
         <Show when=move || open.get()>
             <div class="dialog-backdrop" on:click=move |_| open.set(false)></div>
             <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="help-title" data-testid="help-dialog">
-                <h2 id="help-title">{move || lang.get().t().shortcuts}</h2>
+                <h2 id="help-title">{tr(lang, |t| t.shortcuts)}</h2>
                 <table class="keys">
                     <tbody>
                         {move || rows().into_iter().map(|(k, what)| view! {
@@ -1046,8 +1053,8 @@ fn HelpDialog(open: RwSignal<bool>) -> impl IntoView {
                         }).collect_view()}
                     </tbody>
                 </table>
-                <button type="button" class="send" data-testid="help-close" autofocus=true
-                    on:click=move |_| open.set(false)>{move || lang.get().t().close}</button>
+                <button type="button" class="send" data-testid="help-close" node_ref=close_ref
+                    on:click=move |_| open.set(false)>{tr(lang, |t| t.close)}</button>
             </div>
         </Show>
     }

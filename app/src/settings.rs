@@ -7,7 +7,7 @@
 use crate::api::{ModelPreset, ModelPromptCost, ModelSummary, SamplingDefaults};
 use crate::chats::ChatSettings;
 use crate::context_size::ContextPicker;
-use crate::i18n::{use_lang, Lang};
+use crate::i18n::{tr, use_lang, Lang};
 use leptos::prelude::*;
 
 /// Where an empty field's value comes from.
@@ -114,19 +114,19 @@ pub fn SettingsPanel(props: SettingsProps, children: Children) -> impl IntoView 
     };
     view! {
         <aside class="settings" class:open=move || open.get() data-testid="settings-panel"
-            aria-label=move || lang.get().t().settings hidden=move || !open.get()>
+            aria-label=tr(lang, |t| t.settings) hidden=move || !open.get()>
             <div class="settings-head">
                 <h2>{move || (lang.get().t().settings_title)(&title.get())}</h2>
-                <button type="button" class="icon" aria-label=move || lang.get().t().close
-                    title=move || lang.get().t().close on:click=move |_| open.set(false)>"✕"</button>
+                <button type="button" class="icon" aria-label=tr(lang, |t| t.close)
+                    title=tr(lang, |t| t.close) on:click=move |_| open.set(false)>"✕"</button>
             </div>
             {move || {
                 let ms = created.get();
                 (ms > 0.0).then(|| view! { <p class="settings-date">{(lang.get().t().created)(&format_date(ms, lang.get()))}</p> })
             }}
-            <p class="settings-note">{move || lang.get().t().settings_note}</p>
+            <p class="settings-note">{tr(lang, |t| t.settings_note)}</p>
             <label class="field">
-                <span class="field-name">{move || lang.get().t().system_prompt}</span>
+                <span class="field-name">{tr(lang, |t| t.system_prompt)}</span>
                 <textarea data-testid="system-prompt" rows="4"
                     placeholder=system_fallback
                     prop:value=move || settings.with(|s| s.system.clone().unwrap_or_default())
@@ -187,7 +187,7 @@ pub fn SettingsPanel(props: SettingsProps, children: Children) -> impl IntoView 
             {children()}
             <button type="button" class="msg-button clear-settings"
                 on:click=move |_| { settings.set(ChatSettings::default()); num_ctx.set(None); }>
-                {move || lang.get().t().clear_settings}
+                {tr(lang, |t| t.clear_settings)}
             </button>
         </aside>
     }

@@ -2,7 +2,7 @@
 //! undo). On a narrow screen it is a drawer.
 
 use crate::chats::ChatSummary;
-use crate::i18n::{use_lang, Lang};
+use crate::i18n::{tr, use_lang, Lang};
 use crate::prefs::Theme;
 use leptos::prelude::*;
 
@@ -62,21 +62,21 @@ pub fn Sidebar(
     let lang = use_lang();
     let editing = RwSignal::new(None::<String>);
     view! {
-        <aside class="sidebar" class:open=move || drawer.get() aria-label=move || lang.get().t().conversations>
+        <aside class="sidebar" class:open=move || drawer.get() aria-label=tr(lang, |t| t.conversations)>
             <div class="sidebar-head">
                 <button type="button" class="new-chat" data-testid="new-chat"
-                    on:click=move |_| actions.new_chat.run(()) title=move || lang.get().t().new_chat_title>
-                    {move || lang.get().t().new_chat}
+                    on:click=move |_| actions.new_chat.run(()) title=tr(lang, |t| t.new_chat_title)>
+                    {tr(lang, |t| t.new_chat)}
                 </button>
             </div>
             <input type="search" class="chat-search" data-testid="chat-search"
-                placeholder=move || lang.get().t().search_chats aria-label=move || lang.get().t().search_chats
+                placeholder=tr(lang, |t| t.search_chats) aria-label=tr(lang, |t| t.search_chats)
                 prop:value=move || query.get()
                 on:input=move |ev| query.set(event_target_value(&ev))/>
             {move || deleted.get().map(|title| view! {
                 <div class="undo" role="status">
                     <span>{move || (lang.get().t().deleted)(if title.is_empty() { lang.get().t().untitled } else { &title })}</span>
-                    <button type="button" data-testid="chat-undo" on:click=move |_| actions.undo.run(())>{move || lang.get().t().undo}</button>
+                    <button type="button" data-testid="chat-undo" on:click=move |_| actions.undo.run(())>{tr(lang, |t| t.undo)}</button>
                 </div>
             })}
             <ul class="chat-list" data-testid="chat-list">
@@ -96,10 +96,10 @@ pub fn Sidebar(
             <div class="sidebar-foot">
                 <div class="foot-row">
                     <button type="button" class="msg-button" data-testid="export-chats"
-                        title=move || lang.get().t().export_chats_title
-                        on:click=move |_| actions.export_all.run(())>{move || lang.get().t().export_chats}</button>
-                    <label class="msg-button import-button" title=move || lang.get().t().import_title>
-                        {move || lang.get().t().import_chats}
+                        title=tr(lang, |t| t.export_chats_title)
+                        on:click=move |_| actions.export_all.run(())>{tr(lang, |t| t.export_chats)}</button>
+                    <label class="msg-button import-button" title=tr(lang, |t| t.import_title)>
+                        {tr(lang, |t| t.import_chats)}
                         <input type="file" accept=".json,application/json" class="file-input" data-testid="import-chats"
                             on:change=move |ev| {
                                 #[cfg(feature = "hydrate")]
@@ -123,7 +123,7 @@ pub fn Sidebar(
                 </div>
                 <div class="foot-row">
                     <label class="mini-picker">
-                        <span class="visually-hidden">{move || lang.get().t().language}</span>
+                        <span class="visually-hidden">{tr(lang, |t| t.language)}</span>
                         <select data-testid="language"
                             prop:value=move || lang.get().code()
                             on:change=move |ev| {
@@ -139,7 +139,7 @@ pub fn Sidebar(
                         </select>
                     </label>
                     <label class="mini-picker">
-                        <span class="visually-hidden">{move || lang.get().t().theme}</span>
+                        <span class="visually-hidden">{tr(lang, |t| t.theme)}</span>
                         <select data-testid="theme"
                             prop:value=move || theme.get().code()
                             on:change=move |ev| {
@@ -212,7 +212,7 @@ fn chat_item(
                     let save = save.clone();
                     let save_blur = save.clone();
                     view! {
-                        <input class="chat-title-input" aria-label=move || lang.get().t().chat_title value=edit_title.clone()
+                        <input class="chat-title-input" aria-label=tr(lang, |t| t.chat_title) value=edit_title.clone()
                             autofocus=true
                             on:keydown=move |ev| {
                                 if crate::attach::enter_sends(&ev.key(), false, ev.is_composing(), ev.key_code(), None) {
@@ -236,9 +236,9 @@ fn chat_item(
                     aria-label=move || if pinned { lang.get().t().unpin } else { lang.get().t().pin }
                     title=move || if pinned { lang.get().t().unpin } else { lang.get().t().pin }
                     on:click=move |_| actions.pin.run(pin_id.clone())>{icon(PIN)}</button>
-                <button type="button" data-testid="chat-rename" class="icon" aria-label=move || lang.get().t().rename title=move || lang.get().t().rename
+                <button type="button" data-testid="chat-rename" class="icon" aria-label=tr(lang, |t| t.rename) title=tr(lang, |t| t.rename)
                     on:click=move |_| editing.set(Some(edit_id.clone()))>{icon(PENCIL)}</button>
-                <button type="button" data-testid="chat-delete" class="icon" aria-label=move || lang.get().t().delete title=move || lang.get().t().delete
+                <button type="button" data-testid="chat-delete" class="icon" aria-label=tr(lang, |t| t.delete) title=tr(lang, |t| t.delete)
                     on:click=move |_| actions.delete.run(del_id.clone())>{icon(TRASH)}</button>
             </div>
         </li>

@@ -352,6 +352,7 @@ test('theme and keys: system/light/dark, new chat, search, Esc stops, help', asy
   await page.keyboard.press('Control+/');
   await expect(page.getByTestId('help-dialog')).toBeVisible();
   await expect(page.getByTestId('help-dialog')).toContainText('Ctrl+Shift+O');
+  await expect(page.getByTestId('help-close')).toBeFocused();
   await page.keyboard.press('Escape');
   await expect(page.getByTestId('help-dialog')).toHaveCount(0);
   await page.getByTestId('help').click();
