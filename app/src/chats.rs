@@ -5,6 +5,7 @@
 
 use crate::api::{ChatMessage, ChatOptions, ChatRequest, FinishReason, Role};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// localStorage key of the one conversation earlier versions kept.
 pub const LEGACY_KEY: &str = "kinko.chat.v1";
@@ -300,9 +301,15 @@ impl Chat {
     /// The branch on screen: indices into [`Chat::messages`], first to
     /// last.
     pub fn path(&self) -> Vec<usize> {
+        let ids: HashMap<u32, usize> = self
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id, i))
+            .collect();
         let Some(mut at) = self
             .current
-            .and_then(|c| self.index_of(c))
+            .and_then(|c| ids.get(&c).copied())
             .or_else(|| self.messages.len().checked_sub(1))
         else {
             return Vec::new();
@@ -310,7 +317,7 @@ impl Chat {
         let mut path = vec![at];
         // A parent chain never revisits a message (a damaged record could
         // loop): at most one step per message.
-        while let Some(parent) = self.messages[at].parent.and_then(|p| self.index_of(p)) {
+        while let Some(parent) = self.messages[at].parent.and_then(|p| ids.get(&p).copied()) {
             if path.len() >= self.messages.len() {
                 break;
             }
@@ -319,6 +326,24 @@ impl Chat {
         }
         path.reverse();
         path
+    }
+
+    /// The branch on screen with each message's version: `(index, (which,
+    /// of how many))`, in one pass over the chat (a long chat opens in
+    /// linear time).
+    pub fn branch(&self) -> Vec<(usize, (usize, usize))> {
+        let mut siblings: HashMap<Option<u32>, Vec<usize>> = HashMap::new();
+        for (i, m) in self.messages.iter().enumerate() {
+            siblings.entry(m.parent).or_default().push(i);
+        }
+        self.path()
+            .into_iter()
+            .map(|i| {
+                let list = &siblings[&self.messages[i].parent];
+                let at = list.iter().position(|&j| j == i).unwrap_or(0);
+                (i, (at + 1, list.len()))
+            })
+            .collect()
     }
 
     /// The messages of the branch on screen.
@@ -396,9 +421,15 @@ impl Chat {
     /// replaces the stored message with its id; notices, id 0, are not
     /// stored) and make the last of them the current one.
     pub fn update_branch(&mut self, branch: &[UiMessage]) {
+        let ids: HashMap<u32, usize> = self
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id, i))
+            .collect();
         for m in branch.iter().filter(|m| m.id > 0) {
-            match self.index_of(m.id) {
-                Some(i) => self.messages[i] = m.clone(),
+            match ids.get(&m.id) {
+                Some(&i) => self.messages[i] = m.clone(),
                 None => self.messages.push(m.clone()),
             }
         }
@@ -750,6 +781,8 @@ mod tests {
         assert!(chat.switch_version(q2b, -1));
         assert_eq!(shown(&chat), ["q1", "a1", "q2", "a2", "q3", "a3"]);
         assert_eq!(chat.version_of(q2), (1, 2));
+        let versions: Vec<_> = chat.branch().into_iter().map(|(_, v)| v).collect();
+        assert_eq!(versions, [(1, 1), (1, 1), (1, 2), (1, 1), (1, 1), (1, 1)]);
         // Editing the very first question makes a second root.
         let (r2, _) = asked(&mut chat, None, "q1 edited", "a1b");
         assert_eq!(shown(&chat), ["q1 edited", "a1b"]);

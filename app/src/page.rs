@@ -170,11 +170,10 @@ impl Page {
         };
         let messages: Vec<LiveMessage> = chat
             .map(|c| {
-                c.path()
+                c.branch()
                     .into_iter()
-                    .map(|i| {
+                    .map(|(i, version)| {
                         let m = &c.messages[i];
-                        let version = c.version_of(m.id);
                         match old.get(&m.id) {
                             Some(live)
                                 if live.version == version
