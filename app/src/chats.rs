@@ -117,33 +117,10 @@ impl AnswerStats {
 /// messages will soon be left out.
 pub const CONTEXT_WARN_SHARE: f64 = 0.75;
 
-/// A chat's own settings; an empty one falls back to the model's preset
-/// (its Modelfile), then to the server's defaults.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ChatSettings {
-    /// System prompt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system: Option<String>,
-    /// Sampling temperature.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f64>,
-    /// Nucleus sampling mass.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f64>,
-    /// Top-k sampling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_k: Option<usize>,
-    /// Longest answer, in tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<usize>,
-}
-
-impl ChatSettings {
-    /// Whether nothing is set.
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-}
+/// A chat's own settings: the same fields a model's preset sets; an empty
+/// one falls back to the model's preset (its Modelfile), then to the
+/// server's defaults.
+pub use crate::api::Sampling as ChatSettings;
 
 /// The localStorage record of earlier versions: one conversation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -575,10 +552,11 @@ pub fn with_attachments(text: &str, files: &[Attachment]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn msg(role: Role, text: &str) -> UiMessage {
+    /// A message with this role and text (for tests here and beside).
+    pub(crate) fn msg(role: Role, text: &str) -> UiMessage {
         UiMessage {
             role: Some(role),
             content: text.into(),

@@ -407,15 +407,8 @@ pub fn merge_imported(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chats::tests::msg;
     use crate::chats::Attachment;
-
-    fn msg(role: Role, text: &str) -> UiMessage {
-        UiMessage {
-            role: Some(role),
-            content: text.into(),
-            ..Default::default()
-        }
-    }
 
     fn branched() -> Chat {
         let mut chat = Chat::new("c1".into(), Some("fake:latest".into()), 10.0);

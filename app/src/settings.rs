@@ -107,7 +107,7 @@ pub fn SettingsPanel(props: SettingsProps, children: Children) -> impl IntoView 
     });
     let system_fallback = move || {
         let l = lang.get();
-        match preset.with(|p| p.system.clone()) {
+        match preset.with(|p| p.sampling.system.clone()) {
             Some(s) => Fallback::Preset(s).describe(l),
             None => Fallback::Server(l.t().no_system_prompt.to_string()).describe(l),
         }
@@ -151,7 +151,7 @@ pub fn SettingsPanel(props: SettingsProps, children: Children) -> impl IntoView 
                 max: 2.0,
                 get: move || settings.with(|s| s.temperature),
                 set: move |v| settings.update(|s| s.temperature = v),
-                fallback: move || fallback(preset.with(|p| p.temperature), defaults.with(|d| d.temperature)),
+                fallback: move || fallback(preset.with(|p| p.sampling.temperature), defaults.with(|d| d.temperature)),
             })}
             {number_field(NumberField {
                 testid: "top-p",
@@ -161,7 +161,7 @@ pub fn SettingsPanel(props: SettingsProps, children: Children) -> impl IntoView 
                 max: 1.0,
                 get: move || settings.with(|s| s.top_p),
                 set: move |v| settings.update(|s| s.top_p = v),
-                fallback: move || fallback(preset.with(|p| p.top_p), defaults.with(|d| d.top_p)),
+                fallback: move || fallback(preset.with(|p| p.sampling.top_p), defaults.with(|d| d.top_p)),
             })}
             {number_field(NumberField {
                 testid: "top-k",
@@ -171,7 +171,7 @@ pub fn SettingsPanel(props: SettingsProps, children: Children) -> impl IntoView 
                 max: 100_000usize,
                 get: move || settings.with(|s| s.top_k),
                 set: move |v| settings.update(|s| s.top_k = v),
-                fallback: move || fallback(preset.with(|p| p.top_k), defaults.with(|d| d.top_k)),
+                fallback: move || fallback(preset.with(|p| p.sampling.top_k), defaults.with(|d| d.top_k)),
             })}
             {number_field(NumberField {
                 testid: "max-tokens",
@@ -181,7 +181,7 @@ pub fn SettingsPanel(props: SettingsProps, children: Children) -> impl IntoView 
                 max: 1_000_000usize,
                 get: move || settings.with(|s| s.max_tokens),
                 set: move |v| settings.update(|s| s.max_tokens = v),
-                fallback: move || fallback(preset.with(|p| p.max_tokens), defaults.with(|d| d.max_tokens)),
+                fallback: move || fallback(preset.with(|p| p.sampling.max_tokens), defaults.with(|d| d.max_tokens)),
             })}
             <ContextPicker models=models model=model chosen=num_ctx server_default=default_num_ctx costs=costs preset=Signal::derive(move || preset.with(|p: &ModelPreset| p.num_ctx))/>
             {children()}

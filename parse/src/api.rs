@@ -120,10 +120,11 @@ pub struct ModelSummary {
     pub preset: ModelPreset,
 }
 
-/// What a model's preset (made from a Modelfile) sets: used where a request
-/// sets nothing, before the server's defaults.
+/// A system prompt and sampling settings: what a model's preset sets, and
+/// what a chat of the page may set for itself. Each unset field falls back
+/// (a chat's to the preset's, a preset's to the server's defaults).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ModelPreset {
+pub struct Sampling {
     /// System prompt, used when the conversation has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
@@ -139,6 +140,22 @@ pub struct ModelPreset {
     /// Longest answer in tokens (`num_predict`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<usize>,
+}
+
+impl Sampling {
+    /// Whether it sets nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What a model's preset (made from a Modelfile) sets: used where a request
+/// sets nothing, before the server's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelPreset {
+    /// System prompt and sampling.
+    #[serde(flatten)]
+    pub sampling: Sampling,
     /// Context size (`num_ctx`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_ctx: Option<usize>,

@@ -118,11 +118,13 @@ impl Manifest {
             serde_json::from_value(serde_json::Value::Object(self.parameters.clone()))
                 .unwrap_or_default();
         app::api::ModelPreset {
-            system: self.system.clone().filter(|s| !s.trim().is_empty()),
-            temperature: p.temperature,
-            top_p: p.top_p,
-            top_k: p.top_k,
-            max_tokens: p.num_predict,
+            sampling: app::api::Sampling {
+                system: self.system.clone().filter(|s| !s.trim().is_empty()),
+                temperature: p.temperature,
+                top_p: p.top_p,
+                top_k: p.top_k,
+                max_tokens: p.num_predict,
+            },
             num_ctx: p.num_ctx,
         }
     }
