@@ -829,7 +829,15 @@ pub fn ChatPage() -> AnyView {
                             <path d="M4 7h10M18 7h2M4 17h4M12 17h8M14 4v6M8 14v6" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"></path>
                         </svg>
                     </button>
-                    <button type="button" class="icon" data-testid="help"
+                    <button type="button" class="icon" data-testid="export-chat"
+                        aria-label=tr(lang, |t| t.export_chat) title=tr(lang, |t| t.export_chat)
+                        disabled=move || current.get().is_none()
+                        on:click=move |_| export_chat(false)>
+                        <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" focusable="false">
+                            <path d="M12 4v11M7 10l5 5 5-5M5 19h14" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"></path>
+                        </svg>
+                    </button>
+                    <button type="button" class="icon help-button" data-testid="help"
                         aria-label=tr(lang, |t| t.help) title=tr(lang, |t| t.help)
                         on:click=move |_| help_open.set(true)>"?"</button>
                 </header> }.into_any()}
@@ -888,9 +896,9 @@ pub fn ChatPage() -> AnyView {
                 created: chat_created,
             }>
                 <div class="settings-export">
-                    <button type="button" class="msg-button" data-testid="export-chat"
+                    <button type="button" class="msg-button" data-testid="export-chat-json"
                         disabled=move || current.get().is_none()
-                        on:click=move |_| export_chat(false)>{tr(lang, |t| t.export_chat)}</button>
+                        on:click=move |_| export_chat(false)>{tr(lang, |t| t.export_json)}</button>
                     <button type="button" class="msg-button" data-testid="export-chat-md"
                         disabled=move || current.get().is_none()
                         on:click=move |_| export_chat(true)>{tr(lang, |t| t.export_markdown)}</button>

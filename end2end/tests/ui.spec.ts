@@ -274,6 +274,7 @@ test('export and import: kinko JSON, Markdown, Open WebUI with branches; a bad f
   expect(fs.readFileSync(await md.path(), 'utf8')).toBe(
     '# Kyoto trip\n\n## You\n\nPlan a day in Kyoto\n\n## fake:latest\n\nBegin with Kiyomizu-dera.\n');
   const [one] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-chat').click()]);
+  expect(one.suggestedFilename()).toBe('kinko-kyoto-trip.json');
   expect(JSON.parse(fs.readFileSync(await one.path(), 'utf8')).chats[0].title).toBe('Kyoto trip');
 
   const fresh = await page.context().browser()!.newContext();
@@ -301,6 +302,15 @@ test('text files attach (button, drop), are sent inlined with their names; binar
     dt.items.add(new File(['a,b\n1,2\n'], 'table.csv', { type: 'text/csv' }));
     document.querySelector('.composer')!.dispatchEvent(new DragEvent('drop', { bubbles: true, cancelable: true, dataTransfer: dt }));
   });
+  await expect(page.getByTestId('attachment')).toHaveText(['notes.md✕', 'table.csv✕']);
+  // Pasted into the message box.
+  await page.getByTestId('composer').evaluate((el) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(['{"a": 1}'], 'data.json', { type: 'application/json' }));
+    el.dispatchEvent(new ClipboardEvent('paste', { bubbles: true, cancelable: true, clipboardData: dt }));
+  });
+  await expect(page.getByTestId('attachment')).toHaveText(['notes.md✕', 'table.csv✕', 'data.json✕']);
+  await page.getByTestId('attachment').nth(2).getByRole('button').click();
   await expect(page.getByTestId('attachment')).toHaveText(['notes.md✕', 'table.csv✕']);
   await say(page, 'summarise these');
   const question = sent[0].messages[0].content;
