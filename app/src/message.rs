@@ -184,8 +184,9 @@ pub fn MessageView(msg: LiveMessage, actions: MessageActions) -> impl IntoView {
     let nav = (version.1 > 1).then(|| branch_nav(id, version, actions));
     match role {
         Some(Role::Assistant) => {
-            let regen_pending = pending.clone();
-            let can_regenerate = move || actions.last_answer.get() == id && !regen_pending.get();
+            // Also for an answer left pending by a tab closed mid-stream
+            // (disabled while this tab streams).
+            let can_regenerate = move || actions.last_answer.get() == id;
             let stats_view = {
                 let stats = stats.clone();
                 move || {

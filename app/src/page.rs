@@ -326,9 +326,12 @@ impl Page {
         let Some(mut chat) = self.open_chat() else {
             return;
         };
-        let Some(parent) = chat.index_of(id).map(|i| chat.messages[i].parent) else {
+        let Some(at) = chat.index_of(id) else {
             return;
         };
+        // An answer left pending by a tab closed mid-stream ends here.
+        chat.messages[at].pending = false;
+        let parent = chat.messages[at].parent;
         chat.add(parent, Self::pending_answer());
         let model = self.model.get_untracked();
         self.begin(chat, model);

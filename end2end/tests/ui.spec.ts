@@ -148,6 +148,35 @@ test('answers show their stats and the context gauge warns before messages are l
   await expect(page.getByTestId('answer-stats')).toHaveText('1.20 s to first token · 31.5 tokens/s · 277 tokens · ended: finished');
 });
 
+test('an answer left half-written by a tab closed mid-stream can be regenerated', async ({ page }) => {
+  await open(page);
+  await page.evaluate(async () => {
+    const db: IDBDatabase = await new Promise((ok) => {
+      const r = indexedDB.open('kinko', 1);
+      r.onsuccess = () => ok(r.result);
+    });
+    const chat = {
+      id: 'cut', format: 2, title: '', model: 'fake:latest', created: 1, updated: Date.now() + 1e6, current: 2,
+      messages: [{ id: 1, role: 'user', content: 'cut short' }, { id: 2, parent: 1, role: 'assistant', content: 'cut', pending: true }],
+    };
+    const tx = db.transaction('chats', 'readwrite');
+    tx.objectStore('chats').put(JSON.stringify(chat), chat.id);
+    await new Promise((ok) => (tx.oncomplete = ok));
+  });
+  await page.reload();
+  await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
+  await page.getByTestId('chat-item').first().locator('.chat-open').click();
+  await expect(page.getByTestId('regenerate')).toBeEnabled();
+  await page.getByTestId('regenerate').click();
+  await done(page);
+  await expect(page.getByTestId('branch-label')).toHaveText('2/2');
+  await expect(answers(page).locator('.bubble')).toHaveText(['cut short']);
+  // The half answer is kept as version 1, no longer shown as streaming.
+  await page.getByTestId('branch-prev').click();
+  await expect(answers(page).locator('.bubble')).toHaveText(['cut']);
+  await expect(answers(page).last()).toHaveAttribute('class', /^msg assistant$/);
+});
+
 test('日本語: follows the browser, can be switched, is remembered, sets <html lang>', async ({ browser }) => {
   const ja = await browser.newContext({ locale: 'ja-JP' });
   const page = await ja.newPage();
