@@ -118,6 +118,9 @@ def main():
     ap.add_argument("--model", default="smollm2:135m")
     ap.add_argument("--max-concurrent", type=int, default=4, help="the server's --max-concurrent-per-model")
     ap.add_argument("--warmup", type=float, default=None, help="seconds before the first RSS reading (default: a sixth of the run)")
+    ap.add_argument("--max-rss-growth", type=float, default=5.0,
+                    help="percent of RSS growth after warm-up that fails the run (default 5; a one-minute run "
+                         "measures allocator warm-up as much as leaks, and uses a looser bound)")
     ap.add_argument("--json", help="write the report here")
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args()
@@ -261,8 +264,8 @@ def main():
         failures.append(f"{active} streams still open at the end")
     if started != sum(finished.values()):
         failures.append(f"streams started {started} != finished {sum(finished.values())} ({dict(finished)})")
-    if not growth < 5:
-        failures.append(f"RSS grew {growth:.1f}% from warm-up to the end")
+    if not growth < args.max_rss_growth:
+        failures.append(f"RSS grew {growth:.1f}% from warm-up to the end (limit {args.max_rss_growth:g}%)")
     if not alive:
         failures.append(f"the server died (log: {log.name})")
     if failures:
