@@ -236,7 +236,13 @@ fn add_files(
         for file in picked {
             let name = file.name();
             let bytes = crate::client::file_bytes(&file, FILE_CAP).await;
-            let already: usize = files.with_untracked(|f| f.iter().map(|a| a.text.len()).sum());
+            // A file of the same name is replaced, so it does not count.
+            let already: usize = files.with_untracked(|f| {
+                f.iter()
+                    .filter(|a| a.name != name)
+                    .map(|a| a.text.len())
+                    .sum()
+            });
             let checked = match bytes {
                 Some(bytes) => check_file(&name, &bytes, already),
                 None => Err(Refusal::TooBig(name.clone())),

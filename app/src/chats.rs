@@ -236,18 +236,13 @@ impl Chat {
     }
 
     /// Bring a record of an earlier format up to this one: a format-1
-    /// chat's messages become one branch, numbered in order. Nothing is
-    /// dropped. Ids that repeat, or parents that point nowhere or not to
-    /// an earlier message (a damaged or hand-made file, a loop), are
-    /// repaired the same way.
+    /// chat's messages (none has an id) become one branch, numbered in
+    /// order. In a damaged or hand-made record only what is broken is
+    /// repaired: a missing or repeated id gets a new one, and a parent that
+    /// is not there or not an earlier message (a loop) makes the message
+    /// start a branch of its own. Nothing is dropped.
     pub fn normalize(&mut self) {
-        let mut seen = std::collections::HashSet::new();
-        let sound = self.messages.iter().all(|m| m.id > 0 && seen.insert(m.id))
-            && self
-                .messages
-                .iter()
-                .all(|m| m.parent.is_none_or(|p| p < m.id && seen.contains(&p)));
-        if !sound {
+        if self.messages.iter().all(|m| m.id == 0) {
             let mut parent = None;
             for (i, m) in self.messages.iter_mut().enumerate() {
                 let id = i as u32 + 1;
@@ -256,6 +251,21 @@ impl Chat {
                 parent = Some(id);
             }
             self.current = parent;
+        } else {
+            let mut next = self.messages.iter().map(|m| m.id).max().unwrap_or(0) + 1;
+            let mut seen = std::collections::HashSet::new();
+            for m in self.messages.iter_mut() {
+                if m.id == 0 || !seen.insert(m.id) {
+                    m.id = next;
+                    next += 1;
+                    seen.insert(m.id);
+                }
+            }
+            for m in self.messages.iter_mut() {
+                if m.parent.is_some_and(|p| p >= m.id || !seen.contains(&p)) {
+                    m.parent = None;
+                }
+            }
         }
         if self.current.is_some_and(|c| self.index_of(c).is_none()) {
             self.current = None;
@@ -700,21 +710,27 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn damaged_ids_are_renumbered_not_dropped() {
+    fn damage_is_repaired_where_it_is_and_nothing_is_dropped() {
         let mut chat: Chat = serde_json::from_str(FORMAT_1).unwrap();
         chat.normalize();
         chat.messages[2].id = 1; // a repeated id
         chat.messages[3].parent = Some(99); // a parent that is not there
         chat.normalize();
+        let ids: Vec<_> = chat.messages.iter().map(|m| (m.id, m.parent)).collect();
+        // The repeated id gets a new one and keeps its parent; the orphan
+        // starts a branch of its own; the rest is as it was.
+        assert_eq!(ids, [(1, None), (2, Some(1)), (5, Some(2)), (4, None)]);
         assert_eq!(chat.messages.len(), 4);
-        assert_eq!(chat.visible().len(), 4);
+        assert_eq!(chat.version_of(4), (2, 2));
         // A loop of parents ends the walk instead of hanging, and
-        // normalising breaks it.
-        chat.messages[0].parent = Some(4);
+        // normalising breaks it where it points forward.
+        chat.messages[0].parent = Some(5);
         assert!(chat.path().len() <= 4);
         chat.normalize();
         assert_eq!(chat.messages[0].parent, None);
-        assert_eq!(chat.visible().len(), 4);
+        chat.current = Some(5);
+        let shown: Vec<_> = chat.visible().into_iter().map(|m| m.content).collect();
+        assert_eq!(shown, ["q1", "a1", "q2"]);
     }
 
     fn asked(chat: &mut Chat, parent: Option<u32>, q: &str, a: &str) -> (u32, u32) {

@@ -480,6 +480,17 @@ pub fn remember_pref(key: &str, value: &str) {
     }
 }
 
+/// The value of cookie `name` (`document.cookie`).
+pub fn cookie(name: &str) -> Option<String> {
+    let all = web_sys::window()?
+        .document()?
+        .dyn_into::<web_sys::HtmlDocument>()
+        .ok()?
+        .cookie()
+        .ok()?;
+    crate::prefs::cookie(&all, name).map(str::to_string)
+}
+
 /// The browser's preferred language tag (`navigator.language`).
 pub fn browser_language() -> Option<String> {
     web_sys::window()?.navigator().language()

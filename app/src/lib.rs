@@ -78,7 +78,10 @@ pub fn App() -> impl IntoView {
         // After hydration: the remembered choice, else the browser's.
         Effect::new(move |first: Option<()>| {
             if first.is_none() {
+                // The choice made here before (localStorage, else the
+                // cookie the server rendered with), else the browser's.
                 let chosen = client::local_item(i18n::LANG_KEY)
+                    .or_else(|| client::cookie(i18n::LANG_KEY))
                     .or_else(client::browser_language)
                     .and_then(|t| Lang::from_tag(&t));
                 if let Some(l) = chosen {

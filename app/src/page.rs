@@ -290,10 +290,14 @@ impl Page {
         let Some(answer_id) = chat.current else {
             return;
         };
-        let upto = chat
+        // An answer follows the message it answers (a first message that
+        // is an answer, from a damaged import, has nothing to answer).
+        let Some(upto) = chat
             .index_of(answer_id)
             .and_then(|i| chat.messages[i].parent)
-            .unwrap_or(0);
+        else {
+            return;
+        };
         chat.updated = now();
         let request = chat.request(model, upto);
         let id = chat.id.clone();
@@ -600,6 +604,10 @@ pub fn ChatPage() -> AnyView {
             chat
         });
         let parent = live.with_untracked(|l| l.iter().rev().find(|m| m.id > 0).map(|m| m.id));
+        // An answer left pending by a tab closed mid-stream ends here.
+        if let Some(i) = parent.and_then(|p| chat.index_of(p)) {
+            chat.messages[i].pending = false;
+        }
         let question = chat.add(
             parent,
             UiMessage {
@@ -1096,14 +1104,22 @@ fn start_stream(
     let scheduled = Rc::new(Cell::new(false));
     // Apply the text gathered since the last frame; save now and then.
     let messages = std::rc::Rc::new(messages);
+    let finished = Rc::new(Cell::new(false));
     let flush = {
-        let (buffer, answer, chat_id, messages) = (
+        let (buffer, answer, chat_id, messages, finished) = (
             buffer.clone(),
             answer.clone(),
             chat_id.clone(),
             messages.clone(),
+            finished.clone(),
         );
         move |final_flush: bool| {
+            // After the final save, a frame still queued (a hidden tab runs
+            // them late) neither applies nor saves anything.
+            if finished.get() {
+                return;
+            }
+            finished.set(final_flush);
             let text = std::mem::take(&mut *buffer.borrow_mut());
             if !text.is_empty() {
                 crate::client::bench_begin();
@@ -1136,7 +1152,11 @@ fn start_stream(
             })),
             StreamEvent::Delta(delta) => {
                 buffer.borrow_mut().push_str(&delta.text);
-                if !scheduled.replace(true) {
+                // Frames do not run in a hidden tab: the text is applied
+                // and saved from here when a save is due.
+                if now() - page.last_save.get_value() >= SAVE_EVERY_MS {
+                    flush(false);
+                } else if !scheduled.replace(true) {
                     let (scheduled, flush) = (scheduled.clone(), flush.clone());
                     crate::client::on_next_frame(move || {
                         scheduled.set(false);

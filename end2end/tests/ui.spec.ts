@@ -452,3 +452,27 @@ test("the settings panel shows a model preset's values where the chat sets none"
     await request.delete(`${REAL_URL}/api/delete`, { data: { model: name } });
   }
 });
+
+test('a hidden tab (no animation frames) still saves a streaming answer every ~500 ms', async ({ page }) => {
+  // Browsers run no requestAnimationFrame callbacks in a hidden tab.
+  await page.addInitScript(() => {
+    window.requestAnimationFrame = () => 0;
+  });
+  await open(page);
+  await page.evaluate(() => {
+    const w = window as unknown as { puts: number };
+    w.puts = 0;
+    const real = IDBObjectStore.prototype.put;
+    IDBObjectStore.prototype.put = function (...args: Parameters<typeof real>) {
+      w.puts += 1;
+      return real.apply(this, args);
+    };
+  });
+  const words = Array.from({ length: 400 }, (_, i) => `w${i}`).join(' ');
+  await page.getByTestId('composer').fill(words);
+  await page.getByTestId('composer').press('Enter');
+  // While it streams, the stored answer grows.
+  await expect.poll(() => page.evaluate(() => (window as unknown as { puts: number }).puts), { timeout: 10_000 }).toBeGreaterThanOrEqual(3);
+  await done(page);
+  await expect(answers(page).last().locator('.bubble')).toHaveText(words);
+});
