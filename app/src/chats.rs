@@ -342,7 +342,9 @@ impl Chat {
     }
 
     /// Which version message `id` is among its siblings and how many there
-    /// are: `(2, 3)` shows as `‹ 2/3 ›`.
+    /// are: `(2, 3)` shows as `‹ 2/3 ›` (the page takes them all at once
+    /// from [`Chat::branch`]).
+    #[cfg(test)]
     pub fn version_of(&self, id: u32) -> (usize, usize) {
         let Some(parent) = self.index_of(id).map(|i| self.messages[i].parent) else {
             return (1, 1);

@@ -1,39 +1,11 @@
 import { test, expect, Page, BrowserContext } from '@playwright/test';
+import { UI_URL, open, say, seed, countWrites } from './helpers';
 
 // The fake engine on this server echoes each message exactly, fast; it has
 // two models, `alpha:1b` and `fake:latest`, and `--default-model fake:latest`.
-const UI_URL = 'http://127.0.0.1:3213';
 const SHOTS = process.env.KINKO_SCREENSHOTS;
 
-async function open(page: Page, url = UI_URL) {
-  await page.goto(url);
-  await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
-}
-
-async function say(page: Page, text: string) {
-  await page.getByTestId('composer').fill(text);
-  await page.getByTestId('composer').press('Enter');
-  await expect(page.locator('[data-testid=message][data-role=assistant]').last()).toHaveAttribute('class', /^msg assistant$/);
-  await expect(page.getByTestId('send')).toBeVisible();
-}
-
 const titles = (page: Page) => page.getByTestId('chat-item').locator('.chat-title');
-
-/** Write chats straight into kinko's IndexedDB, as the page stores them. */
-async function seed(page: Page, chats: object[]) {
-  await page.evaluate(async (chats) => {
-    const db: IDBDatabase = await new Promise((ok, fail) => {
-      const r = indexedDB.open('kinko', 1);
-      r.onupgradeneeded = () => r.result.createObjectStore('chats');
-      r.onsuccess = () => ok(r.result);
-      r.onerror = () => fail(r.error);
-    });
-    const tx = db.transaction('chats', 'readwrite');
-    for (const c of chats as { id: string }[]) tx.objectStore('chats').put(JSON.stringify(c), c.id);
-    await new Promise((ok) => (tx.oncomplete = ok));
-    db.close();
-  }, chats);
-}
 
 /** The titles of the chats stored in IndexedDB now. */
 async function storedTitles(page: Page): Promise<string[]> {
@@ -233,20 +205,12 @@ test('a failed write is shown and loses nothing already saved', async ({ page })
 
 test('while an answer streams the chat is saved every ~500 ms, not per token', async ({ page }) => {
   await open(page);
-  await page.evaluate(() => {
-    const w = window as unknown as { puts: number };
-    w.puts = 0;
-    const real = IDBObjectStore.prototype.put;
-    IDBObjectStore.prototype.put = function (...args: Parameters<typeof real>) {
-      w.puts += 1;
-      return real.apply(this, args);
-    };
-  });
+  const writes = await countWrites(page);
   const words = Array.from({ length: 400 }, (_, i) => `w${i}`).join(' ');
   const started = Date.now();
   await say(page, words);
   const seconds = (Date.now() - started) / 1000;
-  const puts = await page.evaluate(() => (window as unknown as { puts: number }).puts);
+  const puts = await writes();
   // 400 tokens; one write as the question is sent, about two a second
   // while the answer streams, one at its end.
   expect(seconds).toBeGreaterThan(1);

@@ -1,14 +1,10 @@
 import { test, expect, Page } from '@playwright/test';
+import { UI_URL, open } from './helpers';
 
 // The fake engine on this server echoes each message exactly, so any
 // markdown can be streamed through the page.
-const UI_URL = 'http://127.0.0.1:3213';
 const SHOTS = process.env.KINKO_SCREENSHOTS;
 
-async function open(page: Page) {
-  await page.goto(UI_URL);
-  await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
-}
 
 async function stream(page: Page, text: string) {
   await page.getByTestId('composer').fill(text);

@@ -1,32 +1,14 @@
 import { test, expect, Page } from '@playwright/test';
+import { UI_URL, open, done, say, seed, countWrites } from './helpers';
 import * as fs from 'fs';
 import * as path from 'path';
 
-// The fake engine on this server echoes the last question exactly, fast;
-// models `alpha:1b` and `fake:latest` (the default).
-const UI_URL = 'http://127.0.0.1:3213';
 // Slow, long answers (40 ms a token): for Stop.
 const FAKE_URL = 'http://127.0.0.1:3211';
 const SHOTS = process.env.KINKO_SCREENSHOTS;
 
-async function open(page: Page, url = UI_URL) {
-  await page.goto(url);
-  await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
-}
-
 const answers = (page: Page) => page.locator('[data-testid=message][data-role=assistant]');
 const questions = (page: Page) => page.locator('[data-testid=message][data-role=user]');
-
-async function done(page: Page) {
-  await expect(answers(page).last()).toHaveAttribute('class', /^msg assistant$/);
-  await expect(page.getByTestId('send')).toBeVisible();
-}
-
-async function say(page: Page, text: string) {
-  await page.getByTestId('composer').fill(text);
-  await page.getByTestId('composer').press('Enter');
-  await done(page);
-}
 
 /** The bodies of the chat requests the page sends from now on. */
 function requests(page: Page): any[] {
@@ -123,23 +105,14 @@ test('answers show their stats and the context gauge warns before messages are l
   await expect(page.getByTestId('context-gauge')).toHaveText(/^Context \d+ \/ 4,096 tokens \(\d+%\)$/);
   await expect(page.getByTestId('context-gauge')).toHaveAttribute('data-state', 'ok');
   // A chat whose last turn filled 80 % of its window: the gauge warns.
-  await page.evaluate(async () => {
-    const db: IDBDatabase = await new Promise((ok) => {
-      const r = indexedDB.open('kinko', 1);
-      r.onsuccess = () => ok(r.result);
-    });
-    const chat = {
-      id: 'full', format: 2, title: 'Nearly full', model: 'fake:latest', created: 1, updated: Date.now() + 1e6, current: 2,
-      messages: [
-        { id: 1, role: 'user', content: 'long' },
-        { id: 2, parent: 1, role: 'assistant', content: 'long answer',
-          stats: { prompt_tokens: 3000, completion_tokens: 277, context_window: 4096, finish: 'stop', ttft_ms: 1200, tokens_per_second: 31.5 } },
-      ],
-    };
-    const tx = db.transaction('chats', 'readwrite');
-    tx.objectStore('chats').put(JSON.stringify(chat), chat.id);
-    await new Promise((ok) => (tx.oncomplete = ok));
-  });
+  await seed(page, [{
+    id: 'full', format: 2, title: 'Nearly full', model: 'fake:latest', created: 1, updated: Date.now() + 1e6, current: 2,
+    messages: [
+      { id: 1, role: 'user', content: 'long' },
+      { id: 2, parent: 1, role: 'assistant', content: 'long answer',
+        stats: { prompt_tokens: 3000, completion_tokens: 277, context_window: 4096, finish: 'stop', ttft_ms: 1200, tokens_per_second: 31.5 } },
+    ],
+  }]);
   await page.reload();
   await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
   await page.getByTestId('chat-item').filter({ hasText: 'Nearly full' }).locator('.chat-open').click();
@@ -150,19 +123,10 @@ test('answers show their stats and the context gauge warns before messages are l
 
 test('an answer left half-written by a tab closed mid-stream can be regenerated', async ({ page }) => {
   await open(page);
-  await page.evaluate(async () => {
-    const db: IDBDatabase = await new Promise((ok) => {
-      const r = indexedDB.open('kinko', 1);
-      r.onsuccess = () => ok(r.result);
-    });
-    const chat = {
-      id: 'cut', format: 2, title: '', model: 'fake:latest', created: 1, updated: Date.now() + 1e6, current: 2,
-      messages: [{ id: 1, role: 'user', content: 'cut short' }, { id: 2, parent: 1, role: 'assistant', content: 'cut', pending: true }],
-    };
-    const tx = db.transaction('chats', 'readwrite');
-    tx.objectStore('chats').put(JSON.stringify(chat), chat.id);
-    await new Promise((ok) => (tx.oncomplete = ok));
-  });
+  await seed(page, [{
+    id: 'cut', format: 2, title: '', model: 'fake:latest', created: 1, updated: Date.now() + 1e6, current: 2,
+    messages: [{ id: 1, role: 'user', content: 'cut short' }, { id: 2, parent: 1, role: 'assistant', content: 'cut', pending: true }],
+  }]);
   await page.reload();
   await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
   await page.getByTestId('chat-item').first().locator('.chat-open').click();
@@ -459,20 +423,12 @@ test('a hidden tab (no animation frames) still saves a streaming answer every ~5
     window.requestAnimationFrame = () => 0;
   });
   await open(page);
-  await page.evaluate(() => {
-    const w = window as unknown as { puts: number };
-    w.puts = 0;
-    const real = IDBObjectStore.prototype.put;
-    IDBObjectStore.prototype.put = function (...args: Parameters<typeof real>) {
-      w.puts += 1;
-      return real.apply(this, args);
-    };
-  });
+  const writes = await countWrites(page);
   const words = Array.from({ length: 400 }, (_, i) => `w${i}`).join(' ');
   await page.getByTestId('composer').fill(words);
   await page.getByTestId('composer').press('Enter');
   // While it streams, the stored answer grows.
-  await expect.poll(() => page.evaluate(() => (window as unknown as { puts: number }).puts), { timeout: 10_000 }).toBeGreaterThanOrEqual(3);
+  await expect.poll(writes, { timeout: 10_000 }).toBeGreaterThanOrEqual(3);
   await done(page);
   await expect(answers(page).last().locator('.bubble')).toHaveText(words);
 });

@@ -38,17 +38,7 @@ pub fn page_shell(options: LeptosOptions) -> impl IntoView {
         }
     }
     let (lang, theme) = use_context::<axum::http::request::Parts>()
-        .map(|parts| {
-            let header = |name| {
-                parts
-                    .headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            app::prefs::from_request(&header(header::COOKIE), &header(header::ACCEPT_LANGUAGE))
-        })
+        .map(|parts| crate::security::page_prefs(&parts.headers))
         .unwrap_or_default();
     app::shell(options, lang, theme)
 }

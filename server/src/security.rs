@@ -281,8 +281,8 @@ pub fn login_router(sec: Arc<Security>) -> Router {
 }
 
 /// The language and theme the page asked for (cookies), else the
-/// browser's language.
-fn page_prefs(headers: &axum::http::HeaderMap) -> (app::i18n::Lang, app::prefs::Theme) {
+/// browser's language: what the chat page and the login page render with.
+pub fn page_prefs(headers: &axum::http::HeaderMap) -> (app::i18n::Lang, app::prefs::Theme) {
     let header = |name| {
         headers
             .get(name)
@@ -292,11 +292,16 @@ fn page_prefs(headers: &axum::http::HeaderMap) -> (app::i18n::Lang, app::prefs::
     app::prefs::from_request(header(header::COOKIE), header(header::ACCEPT_LANGUAGE))
 }
 
-fn login_html(headers: &axum::http::HeaderMap, error: Option<&str>) -> String {
+/// The login page in the language and theme the request asks for, with
+/// the refusal `error` picks from the strings, if any.
+fn login_html(
+    headers: &axum::http::HeaderMap,
+    error: Option<&dyn Fn(&'static app::i18n::Text) -> String>,
+) -> String {
     let (lang, theme) = page_prefs(headers);
     let t = lang.t();
     let error = error
-        .map(|e| format!(r#"<p class="login-error" role="alert">{e}</p>"#))
+        .map(|e| format!(r#"<p class="login-error" role="alert">{}</p>"#, e(t)))
         .unwrap_or_default();
     let theme = match theme {
         app::prefs::Theme::System => String::new(),
@@ -353,9 +358,7 @@ async fn login(
             StatusCode::TOO_MANY_REQUESTS,
             Html(login_html(
                 &headers,
-                Some(&(page_prefs(&headers).0.t().locked_out)(
-                    &secs.div_ceil(60).to_string(),
-                )),
+                Some(&|t| (t.locked_out)(&secs.div_ceil(60).to_string())),
             )),
         )
             .into_response();
@@ -379,10 +382,7 @@ async fn login(
         tokio::time::sleep(Duration::from_millis(300)).await;
         return (
             StatusCode::UNAUTHORIZED,
-            Html(login_html(
-                &headers,
-                Some(page_prefs(&headers).0.t().wrong_key),
-            )),
+            Html(login_html(&headers, Some(&|t| t.wrong_key.to_string()))),
         )
             .into_response();
     }

@@ -112,11 +112,15 @@ impl Manifest {
         }
     }
 
+    /// Its Modelfile's parameters (none where the stored ones do not read).
+    pub fn preset_parameters(&self) -> modelfile::Parameters {
+        serde_json::from_value(serde_json::Value::Object(self.parameters.clone()))
+            .unwrap_or_default()
+    }
+
     /// What its Modelfile set, for the chat settings panel.
     pub fn preset(&self) -> app::api::ModelPreset {
-        let p: modelfile::Parameters =
-            serde_json::from_value(serde_json::Value::Object(self.parameters.clone()))
-                .unwrap_or_default();
+        let p = self.preset_parameters();
         app::api::ModelPreset {
             sampling: app::api::Sampling {
                 system: self.system.clone().filter(|s| !s.trim().is_empty()),

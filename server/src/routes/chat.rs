@@ -44,14 +44,13 @@ async fn apply_preset(state: &AppState, req: &mut ChatRequest) {
         return;
     };
     let m = model.manifest;
+    let p = m.preset_parameters();
     if let Some(system) = m.system.filter(|s| !s.trim().is_empty()) {
         if !req.messages.iter().any(|msg| msg.role == Role::System) {
             req.messages
                 .insert(0, app::api::ChatMessage::new(Role::System, system));
         }
     }
-    let p: crate::models::modelfile::Parameters =
-        serde_json::from_value(serde_json::Value::Object(m.parameters)).unwrap_or_default();
     let o = &mut req.options;
     o.temperature = o.temperature.or(p.temperature);
     o.top_p = o.top_p.or(p.top_p);
