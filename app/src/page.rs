@@ -1251,6 +1251,7 @@ mod tests {
             context_length: 8192,
             architecture: "llama".into(),
             preset: Default::default(),
+            upstream: None,
         }
     }
 

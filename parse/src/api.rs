@@ -118,6 +118,10 @@ pub struct ModelSummary {
     /// What the model's preset (its Modelfile) sets.
     #[serde(default, skip_serializing_if = "ModelPreset::is_empty")]
     pub preset: ModelPreset,
+    /// The upstream that serves it (its prefix), for a model that runs on
+    /// another machine; none for a local model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 /// A system prompt and sampling settings: what a model's preset sets, and
@@ -312,8 +316,16 @@ pub struct Usage {
 pub struct Timings {
     /// Milliseconds from the request to the first token.
     pub ttft_ms: f64,
-    /// Generated tokens per second after the first one.
+    /// Generated tokens per second after the first one (an upstream's
+    /// own figure when it reports one).
     pub tokens_per_second: f64,
+    /// Milliseconds the engine itself spent reading the prompt, when it
+    /// reports them (an upstream does; kinko's TTFT includes the network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_ms: Option<f64>,
+    /// Milliseconds the engine itself spent generating, when it reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_ms: Option<f64>,
 }
 
 /// The `meta` event: sent once, before any text.

@@ -259,6 +259,41 @@ pub struct ServeConfig {
     /// server announces a length (default 64 GiB).
     #[arg(long, env = "KINKO_MAX_PULL_BYTES", default_value_t = 64 << 30)]
     pub max_pull_bytes: u64,
+    /// An upstream engine on another machine, `PREFIX=KIND:URL` with KIND
+    /// `openai` (vLLM, llama.cpp's server: the URL ends in `/v1`) or
+    /// `ollama` (Ollama, another kinko); repeat it for more, and give one
+    /// prefix several URLs for replicas. Its models are offered as
+    /// `PREFIX/model`; its key, if it needs one, is read from
+    /// `KINKO_UPSTREAM_KEY_<PREFIX>` (`-` as `_`). In the variable: a
+    /// comma-separated list.
+    #[arg(long = "upstream", env = "KINKO_UPSTREAMS", value_delimiter = ',')]
+    pub upstreams: Vec<String>,
+    /// Offer only these upstream models (`PREFIX/model`, a trailing `*`
+    /// matches any end, comma-separated); an upstream no pattern names
+    /// offers all of its models.
+    #[arg(
+        long = "upstream-allow",
+        env = "KINKO_UPSTREAM_ALLOW",
+        value_delimiter = ','
+    )]
+    pub upstream_allow: Vec<String>,
+    /// The context window of an upstream model whose upstream reports none.
+    #[arg(long, env = "KINKO_UPSTREAM_CONTEXT_LENGTH", default_value_t = 4096)]
+    pub upstream_context_length: usize,
+    /// Answers running at once per upstream (all its replicas together).
+    #[arg(long, env = "KINKO_UPSTREAM_MAX_CONCURRENT", default_value_t = 16)]
+    pub upstream_max_concurrent: usize,
+    /// Requests that may wait per upstream; past it, 503 at once.
+    #[arg(long, env = "KINKO_UPSTREAM_MAX_QUEUE", default_value_t = 64)]
+    pub upstream_max_queue: usize,
+    /// Seconds between two checks of an upstream replica in service (its
+    /// model list, which is refreshed too). One out of service is checked
+    /// after 1 s, then 2, 4, … up to 30 s.
+    #[arg(long, env = "KINKO_UPSTREAM_CHECK_INTERVAL", default_value_t = 10.0)]
+    pub upstream_check_interval_secs: f64,
+    /// Seconds to wait to connect to an upstream replica before trying the next.
+    #[arg(long, env = "KINKO_UPSTREAM_CONNECT_TIMEOUT", default_value_t = 3.0)]
+    pub upstream_connect_timeout_secs: f64,
     /// Fake engine: the models it serves (comma-separated).
     #[arg(
         long,
@@ -313,6 +348,27 @@ impl ServeConfig {
     /// How long a client may take to send a request's headers.
     pub fn header_read_timeout(&self) -> Duration {
         secs(self.header_read_timeout_secs)
+    }
+
+    /// The upstreams of `--upstream` (or `KINKO_UPSTREAMS`), checked.
+    pub fn upstream_specs(&self) -> Result<Vec<kinko_parse::upstream::UpstreamSpec>, String> {
+        self.upstreams
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .map(kinko_parse::upstream::parse_spec)
+            .collect()
+    }
+
+    /// How the upstreams are reached and checked.
+    pub fn remote_settings(&self) -> crate::engine::remote::RemoteSettings {
+        crate::engine::remote::RemoteSettings {
+            connect_timeout: secs(self.upstream_connect_timeout_secs),
+            check_interval: secs(self.upstream_check_interval_secs),
+            max_backoff: Duration::from_secs(30),
+            context_length: self.upstream_context_length.max(1),
+            allow: self.upstream_allow.clone(),
+        }
     }
 
     /// The API key from `--api-key` or `--api-key-file`, if any.

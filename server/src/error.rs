@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 
-use crate::engine::EngineError;
+use crate::engine::{EngineError, UpstreamFailure};
 
 /// An error answered with a status and a JSON body.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,15 @@ pub enum ApiError {
     /// 500: the engine failed before the stream started.
     #[error("{0}")]
     Engine(String),
+    /// 502 or 503: an upstream engine failed, refused kinko's key, or
+    /// cannot be reached.
+    #[error("{message}")]
+    Upstream {
+        /// 502 (it answered badly) or 503 (unreachable).
+        status: StatusCode,
+        /// What happened.
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -93,6 +102,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Busy { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Upstream { status, .. } => *status,
         }
     }
 
@@ -111,6 +121,7 @@ impl ApiError {
             ApiError::Busy { .. } => "busy",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Engine(_) => "engine_error",
+            ApiError::Upstream { .. } => "upstream",
         }
     }
 }
@@ -121,6 +132,13 @@ impl From<EngineError> for ApiError {
             EngineError::UnknownModel(name) => ApiError::UnknownModel(name),
             e @ EngineError::Load { .. } => ApiError::Unavailable(e.to_string()),
             e @ EngineError::Generation(_) => ApiError::Engine(e.to_string()),
+            EngineError::Upstream { kind, message } => ApiError::Upstream {
+                status: match kind {
+                    UpstreamFailure::Unreachable => StatusCode::SERVICE_UNAVAILABLE,
+                    UpstreamFailure::Refused | UpstreamFailure::Failed => StatusCode::BAD_GATEWAY,
+                },
+                message,
+            },
         }
     }
 }

@@ -54,6 +54,8 @@ pub struct AppState {
     pub security: Arc<Security>,
     /// The model store, when the engine serves one (not the fake engine).
     pub store: Option<ModelStore>,
+    /// The upstream engines, when there are any (for `/health`).
+    pub upstreams: Option<crate::engine::remote::Upstreams>,
     /// Turns true when the server begins shutting down.
     #[from_ref(skip)]
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -94,6 +96,7 @@ impl AppState {
             admission: Arc::new(admission),
             security: Arc::new(security),
             store: None,
+            upstreams: None,
             shutdown,
             shutdown_tx: Arc::new(shutdown_tx),
         }
@@ -102,6 +105,13 @@ impl AppState {
     /// The same state, with the model store the engine serves from.
     pub fn with_store(mut self, store: ModelStore) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// The same state, with the upstreams the engine fronts (shown by
+    /// `/health`).
+    pub fn with_upstreams(mut self, upstreams: crate::engine::remote::Upstreams) -> Self {
+        self.upstreams = Some(upstreams);
         self
     }
 

@@ -18,6 +18,8 @@ pub struct Admission {
 #[derive(Debug)]
 struct Gate {
     slots: Arc<Semaphore>,
+    running: usize,
+    queue: usize,
     waiting: AtomicUsize,
 }
 
@@ -54,13 +56,15 @@ impl Admission {
         }
     }
 
-    fn gate(&self, model: &str) -> Arc<Gate> {
+    fn gate(&self, key: &str, running: usize, queue: usize) -> Arc<Gate> {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
         gates
-            .entry(model.to_string())
+            .entry(key.to_string())
             .or_insert_with(|| {
                 Arc::new(Gate {
-                    slots: Arc::new(Semaphore::new(self.running_per_model)),
+                    slots: Arc::new(Semaphore::new(running.max(1))),
+                    running: running.max(1),
+                    queue,
                     waiting: AtomicUsize::new(0),
                 })
             })
@@ -70,18 +74,25 @@ impl Admission {
     /// A slot for `model`: at once if one is free, after a wait if the queue
     /// has room, or `Busy` at once. Dropping the future leaves the queue.
     pub async fn admit(&self, model: &str) -> Result<Slot, Busy> {
-        let gate = self.gate(model);
+        self.admit_to(model, self.running_per_model, self.queue_per_model)
+            .await
+    }
+
+    /// A slot behind the gate `key`, which lets `running` through at once
+    /// with `queue` more waiting (the limits of the first call hold).
+    pub async fn admit_to(&self, key: &str, running: usize, queue: usize) -> Result<Slot, Busy> {
+        let gate = self.gate(key, running, queue);
         if let Ok(permit) = gate.slots.clone().try_acquire_owned() {
             return Ok(Slot { _permit: permit });
         }
         let busy = || Busy {
-            running: self.running_per_model - gate.slots.available_permits(),
+            running: gate.running - gate.slots.available_permits(),
             waiting: gate.waiting.load(Ordering::SeqCst),
         };
         // Take a place in the queue, if there is one.
         let mut current = gate.waiting.load(Ordering::SeqCst);
         loop {
-            if current >= self.queue_per_model {
+            if current >= gate.queue {
                 return Err(busy());
             }
             match gate.waiting.compare_exchange(

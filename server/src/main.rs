@@ -180,6 +180,7 @@ async fn bench_engine(
                 EngineEvent::Delta(_) => {
                     first.get_or_insert_with(std::time::Instant::now);
                 }
+                EngineEvent::Timings(_) => {}
                 EngineEvent::Done { usage, .. } => {
                     tokens = usage.completion_tokens;
                     break;
@@ -272,6 +273,24 @@ async fn serve(
             "fake",
         ),
     };
+    // Upstream engines on other machines, beside the local one.
+    let specs = config.upstream_specs().map_err(anyhow::Error::msg)?;
+    let upstreams = if specs.is_empty() {
+        None
+    } else {
+        let upstreams = kinko::engine::remote::Upstreams::new(
+            specs,
+            |variable| std::env::var(variable).ok(),
+            config.remote_settings(),
+            metrics.clone(),
+        )?;
+        upstreams.start().await;
+        Some(upstreams)
+    };
+    let engine: Arc<dyn ChatEngine> = match &upstreams {
+        Some(u) => Arc::new(kinko::engine::remote::WithUpstreams::new(engine, u.clone())),
+        None => engine,
+    };
     let addr = config.addr;
     if !config.site_root.join("pkg").is_dir() {
         tracing::warn!(site_root = %config.site_root.display(), "no UI bundle found (build it with `cargo leptos build --release`); the API still works");
@@ -279,6 +298,9 @@ async fn serve(
     let mut state = AppState::new(engine, name, metrics, config);
     if let Some(store) = served_store {
         state = state.with_store(store);
+    }
+    if let Some(upstreams) = upstreams {
+        state = state.with_upstreams(upstreams);
     }
     let app = kinko::router(state.clone());
     let listener = tokio::net::TcpListener::bind(addr)

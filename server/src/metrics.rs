@@ -8,6 +8,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
@@ -15,6 +16,33 @@ use std::sync::Arc;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+/// Labels of the per-upstream metrics: the upstream's prefix and the
+/// replica's host.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    /// The prefix its models are listed under.
+    pub upstream: String,
+    /// The replica's `host:port`.
+    pub replica: String,
+}
+
+/// Labels of the per-upstream error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabel {
+    upstream: String,
+    replica: String,
+    kind: &'static str,
+}
+
+/// The kinds of upstream errors counted.
+pub const UPSTREAM_ERROR_KINDS: [&str; 5] = ["connect", "status", "key", "stream", "midstream"];
+
+fn ttft_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
 }
 
 /// The server's counters; cheap to clone.
@@ -30,6 +58,11 @@ struct Inner {
     active: Gauge,
     tokens: Counter,
     engine_restarts: Counter,
+    upstream_requests: Family<UpstreamLabel, Counter>,
+    upstream_errors: Family<UpstreamErrorLabel, Counter>,
+    upstream_in_flight: Family<UpstreamLabel, Gauge>,
+    upstream_up: Family<UpstreamLabel, Gauge>,
+    upstream_ttft: Family<UpstreamLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -64,6 +97,39 @@ impl Metrics {
             "Tokens produced by the engines",
             tokens.clone(),
         );
+        let upstream_requests = Family::<UpstreamLabel, Counter>::default();
+        let upstream_errors = Family::<UpstreamErrorLabel, Counter>::default();
+        let upstream_in_flight = Family::<UpstreamLabel, Gauge>::default();
+        let upstream_up = Family::<UpstreamLabel, Gauge>::default();
+        let upstream_ttft =
+            Family::<UpstreamLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                ttft_histogram,
+            );
+        registry.register(
+            "upstream_requests",
+            "Requests sent to upstream engines, per replica",
+            upstream_requests.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream failures, per replica and kind (connect, status, key, stream: before the first token, midstream: after it)",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "upstream_in_flight",
+            "Requests open at each upstream replica now",
+            upstream_in_flight.clone(),
+        );
+        registry.register(
+            "upstream_up",
+            "Whether each upstream replica passed its last check (1) or is taken out (0)",
+            upstream_up.clone(),
+        );
+        registry.register(
+            "upstream_time_to_first_token_seconds",
+            "Seconds from sending a request to an upstream replica to its first token",
+            upstream_ttft.clone(),
+        );
         for reason in FinishReason::ALL {
             // Touch every label so the exposition shows zeros.
             let _ = finished.get_or_create(&ReasonLabel {
@@ -78,6 +144,11 @@ impl Metrics {
                 active,
                 tokens,
                 engine_restarts,
+                upstream_requests,
+                upstream_errors,
+                upstream_in_flight,
+                upstream_up,
+                upstream_ttft,
             }),
         }
     }
@@ -106,6 +177,68 @@ impl Metrics {
     /// Engine processes stopped so far to drop abandoned prompts.
     pub fn engine_restarts(&self) -> u64 {
         self.inner.engine_restarts.get()
+    }
+
+    /// Show an upstream replica in the metrics (all counters at zero).
+    pub fn upstream_known(&self, replica: &UpstreamLabel) {
+        let i = &self.inner;
+        let _ = i.upstream_requests.get_or_create(replica);
+        let _ = i.upstream_in_flight.get_or_create(replica);
+        let _ = i.upstream_up.get_or_create(replica);
+        let _ = i.upstream_ttft.get_or_create(replica);
+        for kind in UPSTREAM_ERROR_KINDS {
+            let _ = i.upstream_errors.get_or_create(&UpstreamErrorLabel {
+                upstream: replica.upstream.clone(),
+                replica: replica.replica.clone(),
+                kind,
+            });
+        }
+    }
+
+    /// A request went to an upstream replica.
+    pub fn upstream_request(&self, replica: &UpstreamLabel) {
+        self.inner.upstream_requests.get_or_create(replica).inc();
+    }
+
+    /// Requests sent to an upstream replica so far.
+    pub fn upstream_requests(&self, replica: &UpstreamLabel) -> u64 {
+        self.inner.upstream_requests.get_or_create(replica).get()
+    }
+
+    /// An upstream replica failed (`kind`: one of [`UPSTREAM_ERROR_KINDS`]).
+    pub fn upstream_error(&self, replica: &UpstreamLabel, kind: &'static str) {
+        self.inner
+            .upstream_errors
+            .get_or_create(&UpstreamErrorLabel {
+                upstream: replica.upstream.clone(),
+                replica: replica.replica.clone(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Requests open at an upstream replica: one more (`+1`) or one fewer (`-1`).
+    pub fn upstream_in_flight(&self, replica: &UpstreamLabel, change: i64) {
+        self.inner
+            .upstream_in_flight
+            .get_or_create(replica)
+            .inc_by(change);
+    }
+
+    /// Whether an upstream replica is in service.
+    pub fn upstream_up(&self, replica: &UpstreamLabel, up: bool) {
+        self.inner
+            .upstream_up
+            .get_or_create(replica)
+            .set(i64::from(up));
+    }
+
+    /// An upstream replica's time to first token.
+    pub fn upstream_first_token(&self, replica: &UpstreamLabel, secs: f64) {
+        self.inner
+            .upstream_ttft
+            .get_or_create(replica)
+            .observe(secs);
     }
 
     /// Total tokens generated so far.

@@ -172,7 +172,9 @@ impl Security {
         same_origin || self.allowed_origins.contains(&origin)
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
+    /// Whether the request's key (Bearer) or session cookie is right (always,
+    /// when no key is required).
+    pub fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(key) = &self.api_key_digest else {
             return true;
         };

@@ -8,6 +8,7 @@ use crate::metrics::StreamGuard;
 use app::api::{DeltaEvent, DoneEvent, ErrorDetail, FinishReason, MetaEvent, Timings, Usage};
 use axum::response::sse::Event;
 use futures::{FutureExt, Stream, StreamExt};
+use kinko_parse::upstream::UpstreamTimings;
 use serde::Serialize;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -160,6 +161,8 @@ pub fn relay(
         let mut deltas = 0usize;
         // What the engine sent after a burst of queued deltas; handled next.
         let mut carried: Option<Option<Result<EngineEvent, EngineError>>> = None;
+        // The engine's own times, if it sends them before `Done`.
+        let mut own_timings: Option<UpstreamTimings> = None;
         loop {
             let (limit, what) = match first_token_at {
                 None => (timeouts.first_token, "the first token"),
@@ -228,6 +231,9 @@ pub fn relay(
                         break;
                     }
                 }
+                Ok(Some(Ok(EngineEvent::Timings(t)))) => {
+                    own_timings = Some(t);
+                }
                 Ok(Some(Ok(EngineEvent::Done { reason, usage }))) => {
                     let rest = stop.finish();
                     if !rest.is_empty() {
@@ -242,7 +248,29 @@ pub fn relay(
                     yield ChatEvent::Done(DoneEvent {
                         finish_reason: reason,
                         usage,
-                        timings: timings(started, first_token_at, usage.completion_tokens),
+                        timings: measured_timings(
+                            started,
+                            first_token_at,
+                            usage.completion_tokens,
+                            own_timings,
+                        ),
+                    });
+                    break;
+                }
+                Ok(Some(Err(err @ EngineError::Upstream { .. }))) => {
+                    // An upstream that fails (mid-answer, or on every
+                    // replica before it) ends the answer with an error and
+                    // a `done`: what came before it stays.
+                    let rest = stop.finish();
+                    if !rest.is_empty() {
+                        yield ChatEvent::Delta(DeltaEvent { text: rest });
+                    }
+                    guard.finish(FinishReason::Error);
+                    yield error("upstream", err.to_string());
+                    yield ChatEvent::Done(DoneEvent {
+                        finish_reason: FinishReason::Error,
+                        usage: Usage { prompt_tokens, completion_tokens: deltas },
+                        timings: timings(started, first_token_at, deltas),
                     });
                     break;
                 }
@@ -291,6 +319,17 @@ pub fn sse_events(
 }
 
 fn timings(started: Instant, first: Option<Instant>, completion_tokens: usize) -> Timings {
+    measured_timings(started, first, completion_tokens, None)
+}
+
+/// [`timings`], with the engine's own figures where it gave them: its
+/// decode time sets the speed (tokens over decode time, as Ollama counts).
+fn measured_timings(
+    started: Instant,
+    first: Option<Instant>,
+    completion_tokens: usize,
+    own: Option<UpstreamTimings>,
+) -> Timings {
     let Some(first) = first else {
         return Timings::default();
     };
@@ -301,9 +340,16 @@ fn timings(started: Instant, first: Option<Instant>, completion_tokens: usize) -
     } else {
         0.0
     };
+    let own = own.unwrap_or_default();
+    let tokens_per_second = match own.decode_ms {
+        Some(ms) if ms > 0.0 && completion_tokens > 0 => completion_tokens as f64 / (ms / 1000.0),
+        _ => tokens_per_second,
+    };
     Timings {
         ttft_ms: ttft,
         tokens_per_second,
+        prompt_ms: own.prompt_ms,
+        decode_ms: own.decode_ms,
     }
 }
 

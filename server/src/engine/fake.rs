@@ -168,6 +168,7 @@ impl ChatEngine for FakeEngine {
                 context_length: self.config.context_length,
                 architecture: "fake".into(),
                 preset: Default::default(),
+                upstream: None,
             })
             .collect()
     }
@@ -258,6 +259,7 @@ mod tests {
             messages: vec![ChatMessage::new(Role::User, text)],
             sampling: Sampling::greedy(max_tokens),
             prompt_tokens: 0,
+            explicit: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@ pub mod fake;
 pub mod local;
 pub mod mistral;
 pub mod prompt_speed;
+pub mod remote;
 pub mod runner;
 pub mod worker;
 
@@ -30,6 +31,26 @@ pub enum EngineError {
     /// The engine rejected or failed the request.
     #[error("engine error: {0}")]
     Generation(String),
+    /// An upstream engine (another machine) failed, refused, or cannot be
+    /// reached.
+    #[error("{message}")]
+    Upstream {
+        /// What kind of failure.
+        kind: UpstreamFailure,
+        /// What happened, naming the upstream (never its key).
+        message: String,
+    },
+}
+
+/// How an upstream failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No replica could be reached.
+    Unreachable,
+    /// The upstream refused kinko's key.
+    Refused,
+    /// The upstream answered an error, or broke off its answer.
+    Failed,
 }
 
 /// A model the engine can serve.
@@ -78,6 +99,9 @@ pub struct EngineRequest {
     /// Prompt tokens, as the history window counted them (engines learn
     /// their prompt speed from it).
     pub prompt_tokens: usize,
+    /// The options the request (or its preset) set itself, for engines
+    /// that apply their own defaults to the rest (upstreams).
+    pub explicit: app::api::ChatOptions,
 }
 
 /// Token counts reported at the end of a generation.
@@ -88,6 +112,9 @@ pub use app::api::Usage;
 pub enum EngineEvent {
     /// New text (whole characters).
     Delta(String),
+    /// Times the engine measured itself (an upstream's own figures), sent
+    /// just before `Done`.
+    Timings(kinko_parse::upstream::UpstreamTimings),
     /// The generation ended by itself.
     Done {
         /// Why.
@@ -182,6 +209,15 @@ pub trait ChatEngine: Send + Sync + 'static {
     }
     /// The models this engine can serve, sorted by name.
     async fn list_models(&self) -> Vec<ModelInfo>;
+    /// The model a request names (`name` already normalized for a local
+    /// model), or why there is none.
+    async fn model(&self, name: &str) -> Result<ModelInfo, EngineError> {
+        self.list_models()
+            .await
+            .into_iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| EngineError::UnknownModel(name.to_string()))
+    }
     /// Tokens the prompt takes with the model's chat template applied.
     async fn count_tokens(
         &self,

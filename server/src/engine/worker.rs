@@ -218,6 +218,8 @@ async fn generate(
                 started = true;
                 FromWorker::Token { id, count: 1, text }
             }
+            // mistral.rs's own times are not passed on.
+            Some(Ok(EngineEvent::Timings(_))) => continue,
             Some(Ok(EngineEvent::Done { reason, usage })) => {
                 let _ = out.send(FromWorker::Done {
                     id,

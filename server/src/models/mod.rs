@@ -109,6 +109,7 @@ impl Manifest {
             context_length: self.context_length,
             architecture: self.architecture.clone(),
             preset: self.preset(),
+            upstream: None,
         }
     }
 

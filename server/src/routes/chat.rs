@@ -63,6 +63,26 @@ async fn apply_preset(state: &AppState, req: &mut ChatRequest) {
     o.num_ctx = o.num_ctx.or(p.num_ctx);
 }
 
+/// The model a request names: an upstream's `prefix/model` as it is, a
+/// local name normalized (`name` → `name:latest`); 404 when there is none,
+/// or the upstream's failure when that is why.
+pub async fn find_model(
+    state: &AppState,
+    requested: &str,
+) -> Result<app::api::ModelSummary, ApiError> {
+    let name = if requested.contains('/') {
+        requested.trim().to_string()
+    } else {
+        normalize_name(requested).map_err(|_| ApiError::UnknownModel(requested.to_string()))?
+    };
+    state.engine.model(&name).await.map_err(|e| match e {
+        crate::engine::EngineError::UnknownModel(_) => {
+            ApiError::UnknownModel(requested.to_string())
+        }
+        e => e.into(),
+    })
+}
+
 /// An answer that passed every check and holds a generation slot: its
 /// `meta`, and its events (`delta`…, then `done` or `error`).
 pub struct Answer {
@@ -102,14 +122,8 @@ pub async fn start_answer_kept(
         config.max_tokens_cap,
     )
     .map_err(ApiError::invalid)?;
-    let name = normalize_name(&req.model).map_err(|_| ApiError::UnknownModel(req.model.clone()))?;
-    let info = state
-        .engine
-        .list_models()
-        .await
-        .into_iter()
-        .find(|m| m.name == name)
-        .ok_or_else(|| ApiError::UnknownModel(req.model.clone()))?;
+    let info = find_model(state, &req.model).await?;
+    let name = info.name.clone();
 
     let load_ms = state
         .engine
@@ -162,17 +176,27 @@ pub async fn start_answer_kept(
         })?;
 
     let o = &req.options;
-    // A generation slot for this model, or 503 at once when the queue is full.
-    let slot = state
-        .admission
-        .admit(&name)
-        .await
-        .map_err(|busy| ApiError::Busy {
-            model: name.clone(),
-            running: busy.running,
-            waiting: busy.waiting,
-            retry_after: 2,
-        })?;
+    // A generation slot for this model (an upstream's models share the
+    // upstream's slots), or 503 at once when the queue is full.
+    let admitted = match &info.upstream {
+        Some(prefix) => {
+            state
+                .admission
+                .admit_to(
+                    &format!("upstream {prefix}"),
+                    config.upstream_max_concurrent,
+                    config.upstream_max_queue,
+                )
+                .await
+        }
+        None => state.admission.admit(&name).await,
+    };
+    let slot = admitted.map_err(|busy| ApiError::Busy {
+        model: name.clone(),
+        running: busy.running,
+        waiting: busy.waiting,
+        retry_after: 2,
+    })?;
     let stop = o.stop.clone().unwrap_or_default();
     let sampling = Sampling {
         temperature: o.temperature.unwrap_or(config.default_temperature),
@@ -189,6 +213,7 @@ pub async fn start_answer_kept(
             messages: trimmed.messages,
             sampling,
             prompt_tokens: trimmed.prompt_tokens,
+            explicit: req.options.clone(),
         })
         .await?;
     let guard = state.metrics.stream_started();

@@ -2,7 +2,7 @@
 
 use crate::AppState;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,13 +15,21 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({
+/// The server's state; with upstreams, each replica's. `/health` needs no
+/// key, so upstream URLs and errors are shown only to a caller that could
+/// use the API (or when the server has no key).
+async fn health(State(state): State<AppState>, headers: HeaderMap) -> Json<serde_json::Value> {
+    let mut body = json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "engine": state.engine_name,
         "streams_active": state.metrics.active_streams(),
-    }))
+    });
+    if let Some(upstreams) = &state.upstreams {
+        let detailed = state.security.authorized(&headers);
+        body["upstreams"] = json!(upstreams.report(detailed));
+    }
+    Json(body)
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

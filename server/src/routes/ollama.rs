@@ -7,7 +7,7 @@
 use super::chat::{start_answer_kept, Answer};
 use crate::engine::KeepAlive;
 use crate::error::ApiError;
-use crate::models::{normalize_name, InstalledModel};
+use crate::models::InstalledModel;
 use crate::sse::ChatEvent;
 use crate::AppState;
 use app::api::DoneEvent;
@@ -147,8 +147,9 @@ fn final_piece(
     total_ms: f64,
 ) -> Value {
     let ttft = done.timings.ttft_ms;
-    let prompt_eval_ms = (ttft - load_ms).max(0.0);
-    let eval_ms = (total_ms - ttft).max(0.0);
+    // An upstream's own figures where it gave them.
+    let prompt_eval_ms = done.timings.prompt_ms.unwrap_or((ttft - load_ms).max(0.0));
+    let eval_ms = done.timings.decode_ms.unwrap_or((total_ms - ttft).max(0.0));
     let mut v = piece(shape, model, text);
     let o = v.as_object_mut();
     if let Some(o) = o {
@@ -182,10 +183,10 @@ async fn respond(answer: Answer, shape: Shape, stream: bool, started: Instant) -
                         .into_response();
                 }
                 ChatEvent::Error(e) => {
-                    let status = if e.code == "timeout" {
-                        StatusCode::GATEWAY_TIMEOUT
-                    } else {
-                        StatusCode::INTERNAL_SERVER_ERROR
+                    let status = match e.code.as_str() {
+                        "timeout" => StatusCode::GATEWAY_TIMEOUT,
+                        "upstream" => StatusCode::BAD_GATEWAY,
+                        _ => StatusCode::INTERNAL_SERVER_ERROR,
                     };
                     return (status, Json(json!({ "error": e.message }))).into_response();
                 }
@@ -299,18 +300,7 @@ async fn generate(
 }
 
 async fn resolve(state: &AppState, model: &str) -> OResult<String> {
-    let name = normalize_name(model).map_err(|_| ApiError::UnknownModel(model.to_string()))?;
-    let known = state
-        .engine
-        .list_models()
-        .await
-        .iter()
-        .any(|m| m.name == name);
-    if known {
-        Ok(name)
-    } else {
-        Err(ApiError::UnknownModel(model.to_string()).into())
-    }
+    Ok(super::chat::find_model(state, model).await?.name)
 }
 
 fn parameter_size(n: u64) -> String {
@@ -337,8 +327,26 @@ fn modified_at(m: &InstalledModel) -> String {
     rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(m.manifest.created))
 }
 
+/// How `/api/tags` lists a model the engine serves without a store entry
+/// (the fake engine's, an upstream's).
+fn engine_tag(m: &app::api::ModelSummary) -> Value {
+    let mut v = json!({
+        "name": m.name, "model": m.name, "modified_at": now(), "size": m.size, "digest": "",
+        "details": {"format": "gguf", "family": m.architecture, "families": [m.architecture],
+                    "parameter_size": "", "quantization_level": m.quantization},
+    });
+    if let (Some(upstream), Some(o)) = (&m.upstream, v.as_object_mut()) {
+        // As Ollama lists a model that runs elsewhere.
+        let remote = m.name.split_once('/').map_or(m.name.as_str(), |(_, r)| r);
+        o.insert("remote_model".into(), json!(remote));
+        o.insert("upstream".into(), json!(upstream));
+    }
+    v
+}
+
 async fn tags(State(state): State<AppState>) -> Json<Value> {
-    let models: Vec<Value> = match state.store.clone() {
+    let engine_models = state.engine.list_models().await;
+    let mut models: Vec<Value> = match state.store.clone() {
         Some(store) => tokio::task::spawn_blocking(move || store.list())
             .await
             .unwrap_or_default()
@@ -353,14 +361,18 @@ async fn tags(State(state): State<AppState>) -> Json<Value> {
             })
             .collect(),
         // The fake engine has no store: list what it serves.
-        None => state
-            .engine
-            .list_models()
-            .await
-            .into_iter()
-            .map(|m| json!({"name": m.name, "model": m.name, "modified_at": now(), "size": m.size, "digest": "", "details": {"format": "gguf", "family": m.architecture, "quantization_level": m.quantization}}))
+        None => engine_models
+            .iter()
+            .filter(|m| m.upstream.is_none())
+            .map(engine_tag)
             .collect(),
     };
+    models.extend(
+        engine_models
+            .iter()
+            .filter(|m| m.upstream.is_some())
+            .map(engine_tag),
+    );
     Json(json!({ "models": models }))
 }
 
@@ -395,6 +407,9 @@ async fn show(
     AnyJson(body): AnyJson<NameBody>,
 ) -> OResult<Json<Value>> {
     let name = body.model()?;
+    if name.contains('/') {
+        return show_engine_model(&state, &name).await;
+    }
     let m = find(&state, &name)?;
     let man = &m.manifest;
     let arch = man.architecture.clone();
@@ -427,6 +442,32 @@ async fn show(
         "capabilities": ["completion"],
         "modified_at": modified_at(&m),
     })))
+}
+
+/// What `/api/show` says of an upstream's model: what its listing gave.
+async fn show_engine_model(state: &AppState, name: &str) -> OResult<Json<Value>> {
+    let m = super::chat::find_model(state, name).await?;
+    let arch = if m.architecture.is_empty() {
+        "unknown"
+    } else {
+        m.architecture.as_str()
+    };
+    let tag = engine_tag(&m);
+    let mut model_info = Map::new();
+    model_info.insert("general.architecture".into(), json!(arch));
+    model_info.insert(format!("{arch}.context_length"), json!(m.context_length));
+    let mut v = json!({
+        "modelfile": "", "parameters": "", "template": "", "system": "",
+        "details": tag["details"].clone(),
+        "model_info": model_info,
+        "capabilities": ["completion"],
+        "modified_at": now(),
+    });
+    if let Some(o) = v.as_object_mut() {
+        o.insert("remote_model".into(), tag["remote_model"].clone());
+        o.insert("upstream".into(), tag["upstream"].clone());
+    }
+    Ok(Json(v))
 }
 
 async fn ps(State(state): State<AppState>) -> Json<Value> {

@@ -117,10 +117,13 @@ async fn completions(
                     .into_response());
                 }
                 ChatEvent::Error(e) => {
-                    let err = if e.code == "timeout" {
-                        ApiError::Engine(format!("timeout: {}", e.message))
-                    } else {
-                        ApiError::Engine(e.message)
+                    let err = match e.code.as_str() {
+                        "timeout" => ApiError::Engine(format!("timeout: {}", e.message)),
+                        "upstream" => ApiError::Upstream {
+                            status: axum::http::StatusCode::BAD_GATEWAY,
+                            message: e.message,
+                        },
+                        _ => ApiError::Engine(e.message),
                     };
                     return Err(err.into());
                 }
@@ -181,7 +184,10 @@ async fn models(State(state): State<AppState>) -> Json<Value> {
         .list_models()
         .await
         .into_iter()
-        .map(|m| json!({"id": m.name, "object": "model", "created": created, "owned_by": "kinko"}))
+        .map(|m| {
+            let owner = m.upstream.as_deref().unwrap_or("kinko");
+            json!({"id": m.name, "object": "model", "created": created, "owned_by": owner})
+        })
         .collect();
     Json(json!({"object": "list", "data": data}))
 }
