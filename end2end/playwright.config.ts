@@ -57,8 +57,10 @@ export default defineConfig({
     },
     {
       // Echoes each message exactly and quickly; two models, and a default
-      // that is not the alphabetically first.
-      command: `${bin} serve --addr 127.0.0.1:3213 --site-root ${siteRoot} --engine fake --fake-token-delay-ms 4 --fake-models alpha:1b,fake:latest --default-model fake:latest`,
+      // that is not the alphabetically first; and the guarded server's
+      // models as an upstream, `lab/…` (with its key).
+      command: `${bin} serve --addr 127.0.0.1:3213 --site-root ${siteRoot} --engine fake --fake-token-delay-ms 4 --fake-models alpha:1b,fake:latest --default-model fake:latest --upstream lab=ollama:http://127.0.0.1:3212`,
+      env: { ...process.env, KINKO_UPSTREAM_KEY_LAB: 'browser-key-123' } as Record<string, string>,
       url: `${UI_URL}/health`,
       timeout: 60_000,
       reuseExistingServer: false,

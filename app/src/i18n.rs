@@ -185,6 +185,12 @@ pub struct Text {
     pub model: &'static str,
     pub loading_models: &'static str,
     pub not_installed: F1,
+    /// The picker's group of models on this machine (shown with remote ones).
+    pub local_models: &'static str,
+    /// The picker's group of an upstream's models.
+    pub remote_models: F1,
+    /// Marks a remote model in the picker.
+    pub remote: &'static str,
     pub no_models: &'static str,
     pub models_error: F1,
     pub empty_title: &'static str,
@@ -325,6 +331,9 @@ pub static EN: Text = Text {
     model: "Model",
     loading_models: "Loading models…",
     not_installed: |m| format!("{m} (not installed)"),
+    local_models: "On this machine",
+    remote_models: |u| format!("Remote · {u}"),
+    remote: "remote",
     no_models: "No models installed. Run `kinko import NAME FILE.gguf` or the set-up command.",
     models_error: |e| format!("Could not list models: {e}"),
     empty_title: "A private chat that stays on this machine.",
@@ -503,6 +512,9 @@ pub static JA: Text = Text {
     model: "モデル",
     loading_models: "モデルを読み込み中…",
     not_installed: |m| format!("{m}（未インストール）"),
+    local_models: "このマシン",
+    remote_models: |u| format!("リモート · {u}"),
+    remote: "リモート",
     no_models: "モデルがインストールされていません。`kinko import 名前 ファイル.gguf` かセットアップ用のコマンドを実行してください。",
     models_error: |e| format!("モデルの一覧を取得できませんでした: {e}"),
     empty_title: "この機械の中だけで完結する、プライベートなチャット。",

@@ -8,7 +8,7 @@ use crate::attach::Composer;
 use crate::chats::{
     sort_summaries, Attachment, Chat, ChatSettings, ChatSummary, UiMessage, CONTEXT_WARN_SHARE,
 };
-use crate::i18n::{tr, Lang};
+use crate::i18n::{tr, Lang, Text};
 use crate::message::{LiveMessage, MessageActions, MessageView};
 use crate::prefs::Theme;
 use crate::settings::{SettingsPanel, SettingsProps};
@@ -33,7 +33,19 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
-fn model_label(m: &ModelSummary) -> String {
+fn model_label(m: &ModelSummary, t: &Text) -> String {
+    if m.upstream.is_some() {
+        // What its upstream's listing told, and that it runs elsewhere.
+        let mut parts = vec![m.name.clone(), t.remote.to_string()];
+        if !m.quantization.is_empty() {
+            parts.push(m.quantization.clone());
+        }
+        if m.size > 0 {
+            parts.push(human_size(m.size));
+        }
+        parts.push(format!("{}k ctx", m.context_length / 1024));
+        return parts.join(" · ");
+    }
     format!(
         "{} · {} · {} · {}k ctx",
         m.name,
@@ -41,6 +53,30 @@ fn model_label(m: &ModelSummary) -> String {
         human_size(m.size),
         m.context_length / 1024
     )
+}
+
+/// The picker's groups: this machine's models, then each upstream's, in
+/// the order listed (one group, unlabelled, when there is no upstream).
+fn model_groups(models: Vec<ModelSummary>) -> Vec<(Option<String>, Vec<ModelSummary>)> {
+    let mut groups: Vec<(Option<String>, Vec<ModelSummary>)> = Vec::new();
+    let mut local = Vec::new();
+    for m in models {
+        match m.upstream.clone() {
+            None => local.push(m),
+            Some(u) => match groups
+                .iter_mut()
+                .find(|(g, _)| g.as_deref() == Some(u.as_str()))
+            {
+                Some((_, list)) => list.push(m),
+                None => groups.push((Some(u), vec![m])),
+            },
+        }
+    }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    if !local.is_empty() || groups.is_empty() {
+        groups.insert(0, (None, local));
+    }
+    groups
 }
 
 /// The model a new chat starts on: the server's default when installed,
@@ -818,13 +854,27 @@ pub fn ChatPage() -> AnyView {
                                 }
                                 let missing = (!chosen.is_empty() && !list.iter().any(|m| m.name == chosen))
                                     .then(|| view! { <option value=chosen.clone()>{(t.not_installed)(&chosen)}</option> });
+                                let option = |m: ModelSummary| {
+                                    let name = m.name.clone();
+                                    let selected = name == chosen;
+                                    view! { <option value=name selected=selected>{model_label(&m, t)}</option> }
+                                };
+                                let groups = model_groups(list);
+                                let grouped = groups.len() > 1;
                                 view! {
                                     {missing}
-                                    {list.into_iter()
-                                        .map(|m| {
-                                            let name = m.name.clone();
-                                            let selected = name == chosen;
-                                            view! { <option value=name selected=selected>{model_label(&m)}</option> }
+                                    {groups.into_iter()
+                                        .map(|(upstream, models)| {
+                                            let options = models.into_iter().map(option).collect_view();
+                                            match (grouped, upstream) {
+                                                (false, _) => options.into_any(),
+                                                (true, None) => view! {
+                                                    <optgroup label=t.local_models>{options}</optgroup>
+                                                }.into_any(),
+                                                (true, Some(u)) => view! {
+                                                    <optgroup label=(t.remote_models)(&u) data-upstream=u.clone()>{options}</optgroup>
+                                                }.into_any(),
+                                            }
                                         })
                                         .collect_view()}
                                 }
@@ -1253,6 +1303,43 @@ mod tests {
             preset: Default::default(),
             upstream: None,
         }
+    }
+
+    #[test]
+    fn remote_models_are_grouped_by_upstream_after_the_local_ones() {
+        let remote = |name: &str, u: &str| ModelSummary {
+            upstream: Some(u.into()),
+            quantization: String::new(),
+            ..summary(name)
+        };
+        let groups = model_groups(vec![
+            remote("lab/m:1", "lab"),
+            summary("alpha:1b"),
+            remote("gpu/x", "gpu"),
+            remote("lab/m:2", "lab"),
+        ]);
+        let shape: Vec<(Option<&str>, Vec<&str>)> = groups
+            .iter()
+            .map(|(u, ms)| (u.as_deref(), ms.iter().map(|m| m.name.as_str()).collect()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (None, vec!["alpha:1b"]),
+                (Some("gpu"), vec!["gpu/x"]),
+                (Some("lab"), vec!["lab/m:1", "lab/m:2"]),
+            ]
+        );
+        assert_eq!(model_groups(vec![summary("a:1")]).len(), 1);
+        let t = crate::i18n::Lang::En.t();
+        assert_eq!(
+            model_label(&remote("lab/m:1", "lab"), t),
+            "lab/m:1 · remote · 8k ctx"
+        );
+        assert_eq!(
+            model_label(&summary("alpha:1b"), t),
+            "alpha:1b · Q8_0 · — · 8k ctx"
+        );
     }
 
     #[test]

@@ -432,3 +432,19 @@ test('a hidden tab (no animation frames) still saves a streaming answer every ~5
   await done(page);
   await expect(answers(page).last().locator('.bubble')).toHaveText(words);
 });
+
+test('an upstream\'s models are in the picker, marked remote under its name, and answer', async ({ page }) => {
+  const seen = requests(page);
+  await open(page);
+  // The upstream is checked in the background: its models come with it.
+  const group = page.locator('[data-testid=model-picker] optgroup[data-upstream=lab]');
+  await expect(group).toHaveAttribute('label', 'Remote · lab');
+  await expect(group.locator('option')).toHaveText(['lab/fake:latest · remote · none · 4k ctx']);
+  await expect(page.locator('[data-testid=model-picker] optgroup').first()).toHaveAttribute('label', 'On this machine');
+  await page.getByTestId('model-picker').selectOption('lab/fake:latest');
+  await say(page, 'hello from the browser');
+  await expect(answers(page).last().locator('.bubble')).toHaveText('hello from the browser');
+  await expect(answers(page).last().getByTestId('answer-stats')).toBeVisible();
+  expect(seen.at(-1).model).toBe('lab/fake:latest');
+  if (SHOTS) await page.screenshot({ path: path.join(SHOTS, 'upstream-picker.png') });
+});
