@@ -20,7 +20,9 @@ token. Then (sections.py), one run each:
   - cold start: process start to the first token of the first request;
   - realistic arrivals: 4 and 8 streams starting 100 ms apart;
   - never stuck: a client gone mid-answer and one second into an
-    8,000-token prompt, and how soon the engine is idle.
+    8,000-token prompt, and how soon the engine is idle;
+  - upstream (upstream.py): kinko in front of llama.cpp's server, against
+    the server straight, and 8 streams over 1 and 2 replicas.
 
 Prints tables and writes JSON. Run it with scripts/bench.sh.
 """
@@ -35,6 +37,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sections  # noqa: E402
+import upstream  # noqa: E402
 from stream_timing import PROMPT, one_run  # noqa: E402
 
 MODEL = "smollm2:135m"
@@ -87,7 +90,7 @@ def main():
     ap.add_argument("--turns", default="1,5,10,20")
     ap.add_argument("--prompt-sizes", default="512,2048,8000")
     ap.add_argument("--arrivals", default="4,8")
-    ap.add_argument("--only", default="", help="run only these sections: base,sizes,long,cold,arrivals,stuck")
+    ap.add_argument("--only", default="", help="run only these sections: base,sizes,long,cold,arrivals,stuck,upstream")
     ap.add_argument("--smoke", action="store_true", help="one short generation per contender and section")
     a = ap.parse_args()
     if a.smoke:
@@ -166,6 +169,9 @@ def main():
         server.wait(timeout=10)
     if want("cold"):
         extra["cold_start"] = sections.cold_start(kinko, threads, a.model, llama_py, gguf, free_port())
+    if want("upstream"):
+        extra["upstream"] = upstream.run(kinko, llama_py, gguf, a.threads, a.runs, a.max_tokens,
+                                         streams=2 if a.smoke else 8, stream_tokens=8 if a.smoke else 128)
 
     result = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(),
               "model": a.model, "gguf": os.path.basename(os.path.dirname(gguf)), "threads": a.threads,
@@ -200,6 +206,9 @@ def main():
                 if min(s["kinko"]["completion_tokens"] + s["llama.cpp"]["completion_tokens"]) < 1]
         if "long_chats" in extra and not extra["long_chats"]["single_prompts"]:
             bad.append("long chats")
+        if "upstream" in extra and (not extra["upstream"]["single"]["same_text"]
+                                    or min(r["tokens"] for r in extra["upstream"]["replicas"]) < 1):
+            bad.append("upstream")
         if bad:
             raise SystemExit(f"benchmark smoke run failed: {', '.join(bad)}")
         print("bench smoke: 1 passed, 0 failed")
@@ -308,6 +317,8 @@ def report(result, a):
               f"{c['llama_load_ms']:.0f} ms)")
     if "arrivals" in result:
         stream_table("streams, 100 ms apart (kinko)", result["arrivals"])
+    if "upstream" in result:
+        upstream.report(result["upstream"])
     print(f"\nJSON: {a.json}")
 
 
