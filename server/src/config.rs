@@ -268,9 +268,9 @@ pub struct ServeConfig {
     /// comma-separated list.
     #[arg(long = "upstream", env = "KINKO_UPSTREAMS", value_delimiter = ',')]
     pub upstreams: Vec<String>,
-    /// Offer only these upstream models (`PREFIX/model`, a trailing `*`
-    /// matches any end, comma-separated); an upstream no pattern names
-    /// offers all of its models.
+    /// Offer only the upstream models these name (`PREFIX/model`,
+    /// comma-separated; a trailing `*` matches any end, so `lab/*` is all
+    /// of `lab`'s). Without any, every upstream model is offered.
     #[arg(
         long = "upstream-allow",
         env = "KINKO_UPSTREAM_ALLOW",

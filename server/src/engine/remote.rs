@@ -38,8 +38,9 @@ pub struct RemoteSettings {
     pub max_backoff: Duration,
     /// The context window of a model whose upstream reports none.
     pub context_length: usize,
-    /// Only these models are offered (`prefix/model`, a trailing `*`
-    /// matching any end); an upstream no pattern names offers all of its.
+    /// When not empty, only the upstream models these name are offered
+    /// (`prefix/model`; a trailing `*` matches any end, so `lab/*` is all
+    /// of `lab`).
     pub allow: Vec<String>,
 }
 
@@ -346,17 +347,12 @@ impl Upstreams {
     }
 
     fn allowed(&self, prefix: &str, model: &str) -> bool {
-        let own: Vec<&str> = self
-            .inner
-            .settings
-            .allow
-            .iter()
-            .filter_map(|p| p.strip_prefix(prefix)?.strip_prefix('/'))
-            .collect();
-        own.is_empty()
-            || own.iter().any(|p| match p.strip_suffix('*') {
-                Some(start) => model.starts_with(start),
-                None => *p == model,
+        let allow = &self.inner.settings.allow;
+        let name = format!("{prefix}/{model}");
+        allow.is_empty()
+            || allow.iter().any(|p| match p.strip_suffix('*') {
+                Some(start) => name.starts_with(start),
+                None => *p == name,
             })
     }
 
@@ -686,6 +682,7 @@ impl Upstreams {
                 let mut usage = kinko_parse::upstream::UpstreamUsage::default();
                 let mut timings = None;
                 let mut finish: Option<String> = None;
+                let mut pieces_sent = 0usize;
                 let ended = loop {
                     match pieces.next().await {
                         Some(Ok(piece)) => {
@@ -699,12 +696,21 @@ impl Upstreams {
                                 finish = piece.finish.clone();
                             }
                             if !piece.text.is_empty() {
+                                // Each piece holds a token at least: a piece
+                                // past `max_tokens` is an upstream that
+                                // ignores it. The answer ends here.
+                                if pieces_sent >= req.sampling.max_tokens {
+                                    finish = Some("length".into());
+                                    usage.completion_tokens = Some(pieces_sent);
+                                    break Ok(());
+                                }
                                 if first {
                                     first = false;
                                     metrics.upstream_first_token(&replica.label, sent.elapsed().as_secs_f64());
                                     replica.succeeded(metrics);
                                 }
                                 yield Ok(EngineEvent::Delta(piece.text));
+                                pieces_sent += 1;
                             }
                             if piece.end {
                                 break Ok(());
@@ -1138,7 +1144,7 @@ mod tests {
     fn names_carry_the_prefix_and_the_allow_list_filters() {
         let u = upstreams(
             &["lab=openai:http://a:1/v1", "gpu=ollama:http://b:2"],
-            &["gpu/llama*", "gpu/qwen:7b"],
+            &["gpu/llama*", "gpu/qwen:7b", "lab/*"],
         );
         assert!(u.owns("lab/anything"));
         assert!(!u.owns("other/x"));
@@ -1156,6 +1162,10 @@ mod tests {
             .collect();
         let names: Vec<String> = u.models().into_iter().map(|m| m.name).collect();
         assert_eq!(names, ["lab/m1", "lab/m2", "gpu/llama3:8b", "gpu/qwen:7b"]);
+        // Without `lab/*`, nothing of lab's.
+        let strict = upstreams(&["lab=openai:http://a:1/v1"], &["gpu/*"]);
+        serve(&strict, 0, &["m1"]);
+        assert!(strict.models().is_empty());
         let m = u.model("gpu/llama3:8b").unwrap();
         assert_eq!(m.context_length, 8192);
         assert_eq!(m.upstream.as_deref(), Some("gpu"));

@@ -68,6 +68,10 @@ def llama(port):
         raise SystemExit("LLAMA_PYTHON is not set: scripts/test.sh sets it to the benchmark's virtualenv")
     proc = start([python, "-u", "-m", "llama_cpp.server", "--model", gguf, "--model_alias", "smollm2",
                   "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+                  # One thread each, also for prompts: two replicas with two
+                  # threads each on two cores spin against each other
+                  # (seconds to a first token).
+                  "--n_threads", "1", "--n_threads_batch", "1",
                   # One answer at a time, none cut short by the next.
                   "--interrupt_requests", "False"], f"llama-{port}")
     wait_for(f"http://127.0.0.1:{port}/v1/models", proc, "llama.cpp's server")
@@ -395,6 +399,61 @@ class WrongKeyTest(unittest.TestCase):
         self.assertNotIn(KEY, log_of(FRONT))
 
 
+class ConfigTest(unittest.TestCase):
+    """Upstreams from the environment, an allow-list, a small window and a
+    load limit of one answer per upstream."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.port = free_port()
+        u = lambda p: f"http://127.0.0.1:{PORTS[p]}"  # noqa: E731
+        cls.proc = kinko(cls.port, name="front-env", env={
+            "KINKO_UPSTREAMS": f"k2=ollama:{u('k')},cpp=openai:{u('a')}/v1,drip=ollama:{u('drip')}",
+            "KINKO_UPSTREAM_KEY_K2": KEY,
+            "KINKO_UPSTREAM_ALLOW": "k2/echo*,drip/drip:1b",
+            "KINKO_UPSTREAM_CONTEXT_LENGTH": "512",
+            "KINKO_UPSTREAM_MAX_CONCURRENT": "1",
+            "KINKO_UPSTREAM_MAX_QUEUE": "0",
+        })
+        cls.url = f"http://127.0.0.1:{cls.port}"
+
+    def test_the_environment_and_the_allow_list(self):
+        names = sorted(m["name"] for m in get(f"{self.url}/api/models")["models"] if m.get("upstream"))
+        # plain:latest is not named, nor is anything of cpp.
+        self.assertEqual(names, ["drip/drip:1b", "k2/echo:1b"])
+        with self.assertRaises(ollama.ResponseError) as e:
+            ollama.Client(host=self.url).chat(model="cpp/smollm2", messages=QUESTION)
+        self.assertEqual(e.exception.status_code, 404)
+
+    def test_the_history_window_fits_the_upstreams_context(self):
+        history = []
+        for i in range(40):
+            history += [{"role": "user", "content": f"question {i} " + "words " * 20},
+                        {"role": "assistant", "content": f"answer {i} " + "words " * 20}]
+        history.append({"role": "user", "content": "the last question"})
+        events = Stream(self.port, {"model": "k2/echo:1b", "messages": history,
+                                    "options": {"max_tokens": 32}}).all()
+        meta = events[0][1]
+        self.assertEqual(meta["context_window"], 512)
+        self.assertGreater(meta["trimmed_messages"], 40)
+        self.assertLessEqual(meta["prompt_tokens"] + 32, 512)
+        self.assertEqual(text_of(events), "the last question")
+
+    def test_one_answer_at_a_time_per_upstream(self):
+        slow = Stream(self.port, {"model": "drip/drip:1b", "messages": [{"role": "user", "content": "a b c"}]})
+        try:
+            # The drip upstream holds the one slot; echo, on another upstream, does not wait.
+            busy = Stream(self.port, {"model": "drip/drip:1b", "messages": QUESTION})
+            body = json.loads(busy.resp.read())
+            busy.close()
+            self.assertEqual(busy.status, 503)
+            self.assertEqual(body["error"]["code"], "busy")
+            self.assertEqual(text_of(Stream(self.port, {"model": "k2/echo:1b", "messages": QUESTION}).all()),
+                             QUESTION[0]["content"])
+        finally:
+            slow.close()
+
+
 class FailoverTest(unittest.TestCase):
     """Runs last (the name): it stops replica A and starts it again."""
 
@@ -430,7 +489,8 @@ class FailoverTest(unittest.TestCase):
         before = [r for r in results if r[1] < killed]
         during = [r for r in results if r[0] < killed <= r[1]]
         after = [r for r in results if r[0] >= killed]
-        self.assertTrue(before and after, (len(before), len(after)))
+        self.assertTrue(before and after, [(round(r[0] - killed, 2), round(r[1] - killed, 2),
+                                             r[2][-3:]) for r in results])
         for _, _, events in results:
             names = [e for e, _ in events]
             # Every answer ended: with `done`, after an `error` if it failed.
