@@ -195,6 +195,10 @@ pub struct Text {
     pub models_error: F1,
     pub empty_title: &'static str,
     pub empty_hint: &'static str,
+    /// The empty chat's title when the model runs on an upstream.
+    pub remote_title: &'static str,
+    /// … and what that means, naming the upstream.
+    pub remote_hint: F1,
     pub conversation: &'static str,
     pub message: &'static str,
     pub placeholder: &'static str,
@@ -338,6 +342,10 @@ pub static EN: Text = Text {
     models_error: |e| format!("Could not list models: {e}"),
     empty_title: "A private chat that stays on this machine.",
     empty_hint: "Pick a model, type a message, press Enter.",
+    remote_title: "This model runs on another machine.",
+    remote_hint: |u| {
+        format!("kinko sends this conversation to the upstream “{u}” that this server is set up to use.")
+    },
     conversation: "Conversation",
     message: "Message",
     placeholder: "Message kinko… (Enter to send, Shift+Enter for a new line)",
@@ -519,6 +527,8 @@ pub static JA: Text = Text {
     models_error: |e| format!("モデルの一覧を取得できませんでした: {e}"),
     empty_title: "この機械の中だけで完結する、プライベートなチャット。",
     empty_hint: "モデルを選び、メッセージを入力して Enter を押してください。",
+    remote_title: "このモデルは別のマシンで動きます。",
+    remote_hint: |u| format!("この会話は、このサーバーに設定された上流「{u}」へ送られます。"),
     conversation: "会話",
     message: "メッセージ",
     placeholder: "kinko へのメッセージ…（Enter で送信、Shift+Enter で改行）",

@@ -914,11 +914,26 @@ pub fn ChatPage() -> AnyView {
                     role="region" tabindex="0" aria-label=tr(lang, |t| t.conversation)>
                     <Show
                         when=move || !live.with(Vec::is_empty)
-                        fallback=move || view! {
-                            <div class="empty">
-                                <p class="empty-title">{tr(lang, |t| t.empty_title)}</p>
-                                <p>{tr(lang, |t| t.empty_hint)}</p>
-                            </div>
+                        fallback=move || {
+                            // Said plainly when the model runs elsewhere.
+                            let upstream = move || {
+                                let chosen = model.get();
+                                models.with(|list| {
+                                    list.iter().find(|m| m.name == chosen).and_then(|m| m.upstream.clone())
+                                })
+                            };
+                            view! {
+                                <div class="empty" data-testid="empty">
+                                    <p class="empty-title">{move || match upstream() {
+                                        Some(_) => lang.get().t().remote_title.to_string(),
+                                        None => lang.get().t().empty_title.to_string(),
+                                    }}</p>
+                                    <p>{move || match upstream() {
+                                        Some(u) => (lang.get().t().remote_hint)(&u),
+                                        None => lang.get().t().empty_hint.to_string(),
+                                    }}</p>
+                                </div>
+                            }
                         }
                     >
                         {move || (window_from.get() > 0).then(|| view! {

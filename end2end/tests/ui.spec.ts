@@ -441,7 +441,11 @@ test('an upstream\'s models are in the picker, marked remote under its name, and
   await expect(group).toHaveAttribute('label', 'Remote · lab');
   await expect(group.locator('option')).toHaveText(['lab/fake:latest · remote · none · 4k ctx']);
   await expect(page.locator('[data-testid=model-picker] optgroup').first()).toHaveAttribute('label', 'On this machine');
+  await expect(page.getByTestId('empty')).toContainText('A private chat that stays on this machine.');
   await page.getByTestId('model-picker').selectOption('lab/fake:latest');
+  // The page says where the conversation goes.
+  await expect(page.getByTestId('empty')).toHaveText(
+    'This model runs on another machine.kinko sends this conversation to the upstream “lab” that this server is set up to use.');
   await say(page, 'hello from the browser');
   await expect(answers(page).last().locator('.bubble')).toHaveText('hello from the browser');
   await expect(answers(page).last().getByTestId('answer-stats')).toBeVisible();

@@ -208,3 +208,56 @@ async fn a_replica_that_answers_500_passes_the_request_on_and_stays_in_service()
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert!(body_text(resp).await.contains("m/nope:1"));
 }
+
+/// An upstream that closes the first chat connection without answering,
+/// as a server does with a kept-alive connection it times out just as it
+/// is reused: the request is sent once more, and answered.
+#[tokio::test]
+async fn a_connection_closed_unanswered_is_tried_once_more() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let chats = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = chats.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let body = if head.starts_with("GET /api/tags") {
+                    json!({"models": [{"name": "m:1"}]}).to_string()
+                } else if !head.starts_with("POST /api/chat") {
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    return;
+                } else if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return; // closed, unanswered
+                } else {
+                    format!(
+                        "{}\n{}\n",
+                        json!({"message": {"content": "again"}, "done": false}),
+                        json!({"done": true, "done_reason": "stop", "eval_count": 1})
+                    )
+                };
+                let _ = sock
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    let (state, upstreams) = front(&[format!("m=ollama:http://{addr}")]).await;
+    let events = ask(&state, "m/m:1", 10).await;
+    assert_eq!(text_of(&events), "again", "{events:?}");
+    assert_eq!(chats.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(upstreams.report(false)[0].state, "up");
+}

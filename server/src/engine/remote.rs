@@ -313,6 +313,10 @@ impl Upstreams {
         }
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
+            // Below the 5 s keep-alive of uvicorn (llama-cpp-python's and
+            // vLLM's servers) and the 10 s of kinko's: an idle connection
+            // is let go before the upstream closes it under a request.
+            .pool_idle_timeout(Duration::from_secs(4))
             .tcp_nodelay(true)
             .user_agent(concat!("kinko/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -456,12 +460,13 @@ impl Upstreams {
             UpstreamKind::Ollama => "/api/tags",
         };
         let timeout = self.inner.settings.connect_timeout + Duration::from_secs(5);
-        let response = self
-            .request(replica, reqwest::Method::GET, path)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| (ReplicaState::Down, reach_error(&e)))?;
+        let response = send_once_more(|| {
+            self.request(replica, reqwest::Method::GET, path)
+                .timeout(timeout)
+                .send()
+        })
+        .await
+        .map_err(|e| (ReplicaState::Down, reach_error(&e)))?;
         let status = response.status();
         let body = response
             .bytes()
@@ -774,16 +779,17 @@ impl Upstreams {
             UpstreamKind::OpenAi => ("/chat/completions", openai_body(model, req)),
             UpstreamKind::Ollama => ("/api/chat", ollama_body(model, req, info.context_length)),
         };
-        let response = self
-            .request(replica, reqwest::Method::POST, path)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| Attempt::Next {
-                error: reach_error(&e),
-                kind: "connect",
-                keep: false,
-            })?;
+        let response = send_once_more(|| {
+            self.request(replica, reqwest::Method::POST, path)
+                .json(&body)
+                .send()
+        })
+        .await
+        .map_err(|e| Attempt::Next {
+            error: reach_error(&e),
+            kind: "connect",
+            keep: false,
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -856,6 +862,20 @@ impl Upstreams {
                 }
             })
             .collect()
+    }
+}
+
+/// Send, and once more when the request failed on a connection that was
+/// already open (the upstream closed it as it was reused: nothing was
+/// answered); a failure to connect or a timeout is final.
+async fn send_once_more<F, Fut>(send: F) -> Result<reqwest::Response, reqwest::Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
+{
+    match send().await {
+        Err(e) if !e.is_connect() && !e.is_timeout() && e.is_request() => send().await,
+        other => other,
     }
 }
 
