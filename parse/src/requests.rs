@@ -20,6 +20,19 @@ pub fn one_line(text: &str) -> String {
     out
 }
 
+/// Cut `text` to at most `max` bytes at a character boundary, marking the
+/// cut with `…`.
+pub fn shorten(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+}
+
 /// Check sampling options; answers the answer length (`max_tokens`, or the
 /// default bounded by the cap).
 pub fn validate_options(

@@ -246,14 +246,7 @@ const ERROR_MAX: usize = 300;
 pub fn clean_message(text: &str) -> String {
     let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let mut out: String = line.chars().filter(|c| !c.is_control()).collect();
-    if out.len() > ERROR_MAX {
-        let mut cut = ERROR_MAX;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push('…');
-    }
+    crate::requests::shorten(&mut out, ERROR_MAX);
     out.trim().to_string()
 }
 

@@ -188,14 +188,7 @@ pub fn public_message(text: &str) -> String {
         })
         .collect();
     let mut out = words.join(" ").trim().to_string();
-    if out.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push('…');
-    }
+    kinko_parse::requests::shorten(&mut out, MAX_MESSAGE);
     out
 }
 
