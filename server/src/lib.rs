@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod csp;
+pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod history;
