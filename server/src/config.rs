@@ -111,6 +111,14 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         max_tokens: usize,
     },
+    /// Benchmark helper: embed the texts of each JSON line read from stdin
+    /// (`{"texts": [...]}`) with the embedding model in DIR, in this
+    /// process; print one JSON line of timings each. Used by bench/embed.py.
+    #[command(hide = true)]
+    BenchEmbed {
+        /// A sentence-transformers model directory.
+        dir: PathBuf,
+    },
     /// An engine process: one model in mistral.rs, driven by `kinko serve`
     /// over stdin and stdout (started by the server, not by people).
     #[command(hide = true)]

@@ -48,6 +48,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve(_)
             | Command::Import { .. }
             | Command::BenchEngine { .. }
+            | Command::BenchEmbed { .. }
             | Command::EngineWorker { .. }
     ) {
         kinko::threads::configure(cli.threads, !cli.no_pin)?;
@@ -105,6 +106,7 @@ async fn run() -> anyhow::Result<()> {
             prompt,
             max_tokens,
         } => bench_engine(store, &model, &prompt, max_tokens).await,
+        Command::BenchEmbed { dir } => bench_embed(&dir),
         command => {
             let key = std::env::var("KINKO_API_KEY")
                 .ok()
@@ -140,6 +142,7 @@ async fn run() -> anyhow::Result<()> {
                 Command::Serve(_)
                 | Command::Import { .. }
                 | Command::BenchEngine { .. }
+                | Command::BenchEmbed { .. }
                 | Command::EngineWorker { .. } => Ok(()),
             }
         }
@@ -198,6 +201,33 @@ async fn bench_engine(
                 "ttft_ms": first.duration_since(started).as_secs_f64() * 1000.0,
                 "decode_tok_s": if decode > 0.0 && tokens > 1 { (tokens - 1) as f64 / decode } else { 0.0 },
             })
+        );
+    }
+    Ok(())
+}
+
+/// The embedding model without HTTP: one JSON line of texts in, one line of
+/// timings out.
+fn bench_embed(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    #[derive(serde::Deserialize)]
+    struct Job {
+        texts: Vec<String>,
+    }
+    let started = std::time::Instant::now();
+    let embedder = kinko::embed::Embedder::load(dir)?;
+    println!(
+        "{}",
+        serde_json::json!({"ready": true, "load_ms": started.elapsed().as_secs_f64() * 1000.0})
+    );
+    for line in std::io::stdin().lock().lines() {
+        let job: Job = serde_json::from_str(&line?)?;
+        let t = std::time::Instant::now();
+        let out = embedder.embed(&job.texts, true)?;
+        println!(
+            "{}",
+            serde_json::json!({"seconds": t.elapsed().as_secs_f64(), "tokens": out.tokens,
+                               "first": out.vectors.first().map(|v| v[..4].to_vec())})
         );
     }
     Ok(())

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Embeddings: kinko's engine (candle-transformers' BERT, `kinko
+bench-embed`, no HTTP) against the `sentence-transformers` package on the
+same model files (all-MiniLM-L6-v2 from the PyPI wheel) and the same number
+of threads, alternating, one run: texts/s for batches of 1, 32 and 256
+short sentences and for long passages (512 tokens before the model's
+256-token cut), and the peak RSS of each process.
+
+sentence-transformers needs torch, which PyPI ships with gigabytes of GPU
+libraries: it is not on the test path. Give a Python that has it:
+
+    python3 -m venv /tmp/ref && /tmp/ref/bin/pip install torch sentence-transformers
+    KINKO_BIN=… ST_PYTHON=/tmp/ref/bin/python python3 bench/embed.py [--threads 2] [--rounds 3]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+ST_WORKER = r"""
+import json, sys, time, os
+import torch
+torch.set_num_threads(int(sys.argv[2]))
+from sentence_transformers import SentenceTransformer
+t = time.perf_counter()
+model = SentenceTransformer(sys.argv[1], device="cpu")
+print(json.dumps({"ready": True, "load_ms": (time.perf_counter() - t) * 1000}), flush=True)
+for line in sys.stdin:
+    texts = json.loads(line)["texts"]
+    t = time.perf_counter()
+    v = model.encode(texts, batch_size=32, convert_to_numpy=True)
+    print(json.dumps({"seconds": time.perf_counter() - t, "first": [float(x) for x in v[0][:4]]}), flush=True)
+"""
+
+
+class Worker:
+    def __init__(self, cmd, env):
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise SystemExit(f"{cmd[0]} did not start")
+            if line.startswith("{") and json.loads(line).get("ready"):
+                self.load_ms = json.loads(line)["load_ms"]
+                break
+
+    def run(self, texts):
+        self.proc.stdin.write(json.dumps({"texts": texts}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit("a contender died")
+        return json.loads(line)
+
+    def peak_rss_mb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+SENTENCES = [
+    "A man is playing a guitar.", "The weather is lovely today.", "How do I reset my password?",
+    "She bought fresh bread at the market.", "The train to Kyoto leaves at nine.",
+    "Our team shipped the new release on Friday.", "Cats sleep for most of the day.",
+    "Please send me the report by noon.",
+]
+
+
+def sentences(n):
+    return [f"{SENTENCES[i % len(SENTENCES)]} ({i})" for i in range(n)]
+
+
+def passages(n):
+    # About 512 tokens each before the cut.
+    return [" ".join(f"Passage {p}: the lighthouse keeper counted wave number {i} before the storm."
+                     for i in range(37)) for p in range(n)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--model-dir", default=os.path.expanduser("~/.cache/kinko/unpacked/all-minilm"))
+    ap.add_argument("--json", default="bench/embed-results.json")
+    a = ap.parse_args()
+    kinko, st_python = os.environ["KINKO_BIN"], os.environ.get("ST_PYTHON")
+    if not st_python:
+        raise SystemExit("ST_PYTHON is not set: a Python with torch and sentence-transformers (see the docstring)")
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads),
+               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    contenders = {
+        "kinko (candle)": Worker([kinko, "--threads", str(a.threads), "bench-embed", a.model_dir], env),
+        "sentence-transformers": Worker([st_python, "-c", ST_WORKER, a.model_dir, str(a.threads)], env),
+    }
+    cases = {"1 sentence": sentences(1), "32 sentences": sentences(32), "256 sentences": sentences(256),
+             "32 passages of ~512 tokens": passages(32)}
+    rows = []
+    try:
+        for c in contenders.values():
+            c.run(sentences(8))  # warm-up
+        for case, texts in cases.items():
+            times = {name: [] for name in contenders}
+            reps = 20 if len(texts) == 1 else 1
+            for _ in range(a.rounds):
+                for name, c in contenders.items():  # alternate
+                    total = sum(c.run(texts)["seconds"] for _ in range(reps))
+                    times[name].append(total / reps)
+            row = {"case": case, "texts": len(texts)}
+            for name, ts in times.items():
+                row[name] = len(texts) / statistics.median(ts)
+            row["ratio"] = row["kinko (candle)"] / row["sentence-transformers"]
+            rows.append(row)
+        rss = {name: c.peak_rss_mb() for name, c in contenders.items()}
+        loads = {name: c.load_ms for name, c in contenders.items()}
+    finally:
+        for c in contenders.values():
+            c.stop()
+    print(f"\nall-MiniLM-L6-v2, {a.threads} threads, median of {a.rounds} alternating rounds\n")
+    print("| case | kinko (texts/s) | sentence-transformers (texts/s) | kinko ÷ s-t |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['case']} | {r['kinko (candle)']:.1f} | {r['sentence-transformers']:.1f} | {r['ratio']:.2f} |")
+    print("\n| | peak RSS (MB) | load (ms) |\n|---|---|---|")
+    for name in contenders:
+        print(f"| {name} | {rss[name]:.0f} | {loads[name]:.0f} |")
+    with open(a.json, "w") as f:
+        json.dump({"threads": a.threads, "rows": rows, "peak_rss_mb": rss, "load_ms": loads}, f, indent=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
