@@ -172,63 +172,84 @@ impl Embedder {
     /// Embed `texts`. A text longer than the model reads is cut to fit when
     /// `truncate`, else refused.
     pub fn embed(&self, texts: &[String], truncate: bool) -> Result<Embedded, EmbedError> {
-        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-        let mut tokens = 0;
-        // Shortest first, so each batch pads little.
+        use rayon::prelude::*;
+        // Shortest first, so each batch pads little; batches run side by
+        // side on the compute threads (one forward pass keeps about one
+        // core busy), so a request of a few texts is split too.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
-        for chunk in order.chunks(BATCH) {
-            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
-            let encodings = self.tokenizer.encode_batch(batch, true).map_err(compute)?;
-            for (e, &i) in encodings.iter().zip(chunk) {
-                if !e.get_overflowing().is_empty() && !truncate {
-                    return Err(EmbedError::TooLong {
-                        index: i,
-                        tokens: self.count_tokens(&texts[i]),
-                        limit: self.max_tokens,
-                    });
-                }
-                tokens += e.get_attention_mask().iter().filter(|&&m| m == 1).count();
-            }
-            let rows = encodings.len();
-            let width = encodings.first().map_or(0, |e| e.len());
-            let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
-                encodings
-                    .iter()
-                    .flat_map(|e| f(e).iter().copied())
-                    .collect()
-            };
-            let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (rows, width), &Device::Cpu)
-                .map_err(compute)?;
-            let types = ids.zeros_like().map_err(compute)?;
-            let mask = Tensor::from_vec(
-                flat(&|e| e.get_attention_mask()),
-                (rows, width),
-                &Device::Cpu,
-            )
-            .map_err(compute)?;
-            let hidden = self
-                .model
-                .forward(&ids, &types, Some(&mask))
-                .map_err(compute)?;
-            let pooled = self.pool(&hidden, &mask).map_err(compute)?;
-            let pooled = if self.normalize {
-                let norm = pooled
-                    .sqr()
-                    .and_then(|s| s.sum_keepdim(1))
-                    .and_then(|s| s.sqrt())
-                    .and_then(|n| n.clamp(1e-12f32, f32::MAX))
-                    .map_err(compute)?;
-                pooled.broadcast_div(&norm).map_err(compute)?
-            } else {
-                pooled
-            };
-            let rows: Vec<Vec<f32>> = pooled.to_vec2().map_err(compute)?;
+        let threads = rayon::current_num_threads().max(1);
+        let size = texts.len().div_ceil(threads).clamp(1, BATCH);
+        let done: Vec<(Vec<Vec<f32>>, usize)> = order
+            .par_chunks(size)
+            .map(|chunk| self.embed_batch(texts, chunk, truncate))
+            .collect::<Result<_, _>>()?;
+        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        let mut tokens = 0;
+        for (chunk, (rows, n)) in order.chunks(size).zip(done) {
+            tokens += n;
             for (row, &i) in rows.into_iter().zip(chunk) {
                 vectors[i] = row;
             }
         }
         Ok(Embedded { vectors, tokens })
+    }
+
+    /// The vectors of `texts[i]` for each `i` in `chunk`, in that order, and
+    /// the tokens they took.
+    fn embed_batch(
+        &self,
+        texts: &[String],
+        chunk: &[usize],
+        truncate: bool,
+    ) -> Result<(Vec<Vec<f32>>, usize), EmbedError> {
+        let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+        let encodings = self.tokenizer.encode_batch(batch, true).map_err(compute)?;
+        let mut tokens = 0;
+        for (e, &i) in encodings.iter().zip(chunk) {
+            if !e.get_overflowing().is_empty() && !truncate {
+                return Err(EmbedError::TooLong {
+                    index: i,
+                    tokens: self.count_tokens(&texts[i]),
+                    limit: self.max_tokens,
+                });
+            }
+            tokens += e.get_attention_mask().iter().filter(|&&m| m == 1).count();
+        }
+        let rows = encodings.len();
+        let width = encodings.first().map_or(0, |e| e.len());
+        let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
+            encodings
+                .iter()
+                .flat_map(|e| f(e).iter().copied())
+                .collect()
+        };
+        let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (rows, width), &Device::Cpu)
+            .map_err(compute)?;
+        let types = ids.zeros_like().map_err(compute)?;
+        let mask = Tensor::from_vec(
+            flat(&|e| e.get_attention_mask()),
+            (rows, width),
+            &Device::Cpu,
+        )
+        .map_err(compute)?;
+        let hidden = self
+            .model
+            .forward(&ids, &types, Some(&mask))
+            .map_err(compute)?;
+        let pooled = self.pool(&hidden, &mask).map_err(compute)?;
+        let pooled = if self.normalize {
+            let norm = pooled
+                .sqr()
+                .and_then(|s| s.sum_keepdim(1))
+                .and_then(|s| s.sqrt())
+                .and_then(|n| n.clamp(1e-12f32, f32::MAX))
+                .map_err(compute)?;
+            pooled.broadcast_div(&norm).map_err(compute)?
+        } else {
+            pooled
+        };
+        Ok((pooled.to_vec2().map_err(compute)?, tokens))
     }
 
     /// One vector per row of `hidden` (batch, tokens, dimensions), padding
