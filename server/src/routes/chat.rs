@@ -36,7 +36,9 @@ pub fn router() -> Router<AppState> {
 /// conversation has none, and its parameters, used where the request sets
 /// none.
 async fn apply_preset(state: &AppState, req: &mut ChatRequest) {
-    let Some(store) = state.store.clone() else {
+    // An upstream's model (`prefix/…`) has no preset here: its upstream
+    // applies its own.
+    let Some(store) = state.store.clone().filter(|_| !req.model.contains('/')) else {
         return;
     };
     let name = req.model.clone();
