@@ -135,11 +135,16 @@ class CliTest(unittest.TestCase):
         child = pexpect.spawn(SERVER.bin, ["run", MODEL], env=env, encoding="utf-8", timeout=60)
         try:
             child.expect_exact(">>> ")
+            # The terminal echoes each line typed: wait past the echo, or
+            # the echo itself would pass for the answer (and a Ctrl-C sent
+            # then would land at the prompt, not in the answer).
             child.sendline("What is the capital of France?")
+            child.expect_exact("France?\r\n")
             child.expect(r"\S+")
             child.expect_exact(">>> ")
             # A long answer, stopped with Ctrl-C: the session goes on.
             child.sendline("Write a very long story about a dragon, with many chapters.")
+            child.expect_exact("chapters.\r\n")
             child.expect(r"\w+ \w+ \w+")
             child.sendintr()
             child.expect_exact("(stopped)")
