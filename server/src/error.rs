@@ -34,6 +34,10 @@ pub enum ApiError {
     /// 404: no installed model has this name.
     #[error("model `{0}` is not installed")]
     UnknownModel(String),
+    /// 400: the model is of another kind than the request needs (a chat
+    /// request to an embedding model, or the other way round).
+    #[error("{0}")]
+    WrongKind(String),
     /// 404: no such route.
     #[error("no route for {0}")]
     NotFound(String),
@@ -89,10 +93,20 @@ impl ApiError {
         }
     }
 
+    /// A 503 for `model`, whose slots and queue are all taken.
+    pub fn busy(model: &str, busy: crate::limits::Busy) -> Self {
+        ApiError::Busy {
+            model: model.to_string(),
+            running: busy.running,
+            waiting: busy.waiting,
+            retry_after: 2,
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson(_) | ApiError::WrongKind(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -114,6 +128,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Invalid { code, .. } => code,
             ApiError::UnknownModel(_) => "unknown_model",
+            ApiError::WrongKind(_) => "wrong_model_kind",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unauthorized(_) => "unauthorized",
@@ -211,7 +226,9 @@ impl From<crate::models::StoreError> for ApiError {
             StoreError::InvalidName(_)
             | StoreError::InvalidDigest(_)
             | StoreError::NotGguf { .. }
+            | StoreError::NotEmbedding { .. }
             | StoreError::NotFound(_) => ApiError::invalid(err.to_string()),
+            StoreError::EmbeddingModel(..) => ApiError::WrongKind(err.to_string()),
             StoreError::Io { .. } => {
                 tracing::error!(error = %err, "model store failure");
                 ApiError::Engine("the model store could not be changed (see the server log)".into())

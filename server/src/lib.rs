@@ -55,6 +55,8 @@ pub struct AppState {
     pub security: Arc<Security>,
     /// The model store, when the engine serves one (not the fake engine).
     pub store: Option<ModelStore>,
+    /// The embedding models, when the engine serves a store.
+    pub embeddings: Option<Arc<crate::engine::embeddings::Embeddings>>,
     /// The upstream engines, when there are any (for `/health`).
     pub upstreams: Option<crate::engine::remote::Upstreams>,
     /// Turns true when the server begins shutting down.
@@ -97,6 +99,7 @@ impl AppState {
             admission: Arc::new(admission),
             security: Arc::new(security),
             store: None,
+            embeddings: None,
             upstreams: None,
             shutdown,
             shutdown_tx: Arc::new(shutdown_tx),
@@ -106,6 +109,12 @@ impl AppState {
     /// The same state, with the model store the engine serves from.
     pub fn with_store(mut self, store: ModelStore) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// The same state, with the embedding models of its store.
+    pub fn with_embeddings(mut self, embeddings: crate::engine::embeddings::Embeddings) -> Self {
+        self.embeddings = Some(Arc::new(embeddings));
         self
     }
 
@@ -129,6 +138,7 @@ fn api_routes() -> Router<AppState> {
         .merge(routes::health::router())
         .merge(routes::ollama::router())
         .merge(routes::openai::router())
+        .merge(routes::embed::router())
         // Answers end when their client hangs up, even mid-prompt.
         .layer(axum::middleware::from_fn(net::end_with_client))
 }

@@ -87,10 +87,29 @@ async fn run() -> anyhow::Result<()> {
                         .with_context(|| format!("--quantize must be q8_0 or q4_0, not `{q}`"))?,
                 ),
             };
-            let outcome = tokio::task::spawn_blocking(move || store.import(&name, &path, target))
-                .await
-                .context("import task")??;
+            let embedding = path.is_dir();
+            if embedding && target.is_some() {
+                anyhow::bail!("--quantize applies to GGUF chat models, not embedding models");
+            }
+            let outcome = tokio::task::spawn_blocking(move || {
+                if embedding {
+                    store.import_embedding(&name, &path)
+                } else {
+                    store.import(&name, &path, target)
+                }
+            })
+            .await
+            .context("import task")??;
             match outcome {
+                ImportOutcome::Imported(m) if embedding => println!(
+                    "imported {} (embedding model: {}, {}, {} bytes, {} dimensions, reads {} tokens)",
+                    m.name,
+                    m.architecture,
+                    m.quantization,
+                    m.size,
+                    m.embedding_length.unwrap_or(0),
+                    m.context_length
+                ),
                 ImportOutcome::Imported(m) => println!(
                     "imported {} ({}, {}, {} bytes, context {})",
                     m.name, m.architecture, m.quantization, m.size, m.context_length
@@ -257,29 +276,26 @@ async fn serve(
     }
     let metrics = Metrics::new();
     let served_store = (config.engine == EngineKind::Mistral).then(|| store.clone());
-    let (engine, name): (Arc<dyn ChatEngine>, &'static str) = match config.engine {
-        EngineKind::Mistral => {
-            let keep_alive =
-                KeepAlive::parse(&serde_json::Value::String(config.model_keep_alive.clone()))
-                    .with_context(|| {
-                        format!(
-                            "--model-keep-alive `{}` is not a duration like 5m",
-                            config.model_keep_alive
-                        )
-                    })?;
-            (
-                Arc::new(
-                    MistralEngine::with_limits(
-                        store,
-                        metrics.clone(),
-                        keep_alive,
-                        config.max_loaded_models,
-                    )
-                    .with_worker(worker),
-                ),
-                "mistral",
+    let keep_alive = KeepAlive::parse(&serde_json::Value::String(config.model_keep_alive.clone()))
+        .with_context(|| {
+            format!(
+                "--model-keep-alive `{}` is not a duration like 5m",
+                config.model_keep_alive
             )
-        }
+        })?;
+    let (engine, name): (Arc<dyn ChatEngine>, &'static str) = match config.engine {
+        EngineKind::Mistral => (
+            Arc::new(
+                MistralEngine::with_limits(
+                    store,
+                    metrics.clone(),
+                    keep_alive,
+                    config.max_loaded_models,
+                )
+                .with_worker(worker),
+            ),
+            "mistral",
+        ),
         EngineKind::Fake => (
             Arc::new(FakeEngine::new(
                 FakeConfig {
@@ -327,7 +343,9 @@ async fn serve(
     }
     let mut state = AppState::new(engine, name, metrics, config);
     if let Some(store) = served_store {
-        state = state.with_store(store);
+        state = state.with_store(store.clone()).with_embeddings(
+            kinko::engine::embeddings::Embeddings::new(store, keep_alive),
+        );
     }
     if let Some(upstreams) = upstreams {
         state = state.with_upstreams(upstreams);

@@ -63,6 +63,10 @@ struct Inner {
     upstream_in_flight: Family<UpstreamLabel, Gauge>,
     upstream_up: Family<UpstreamLabel, Gauge>,
     upstream_ttft: Family<UpstreamLabel, Histogram, fn() -> Histogram>,
+    embed_requests: Counter,
+    embed_inputs: Counter,
+    embed_tokens: Counter,
+    embed_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -130,6 +134,30 @@ impl Metrics {
             "Seconds from sending a request to an upstream replica to its first token",
             upstream_ttft.clone(),
         );
+        let embed_requests = Counter::default();
+        let embed_inputs = Counter::default();
+        let embed_tokens = Counter::default();
+        let embed_seconds = ttft_histogram();
+        registry.register(
+            "embed_requests",
+            "Embedding requests answered",
+            embed_requests.clone(),
+        );
+        registry.register(
+            "embed_inputs",
+            "Texts turned into vectors",
+            embed_inputs.clone(),
+        );
+        registry.register(
+            "embed_tokens",
+            "Tokens read by the embedding models",
+            embed_tokens.clone(),
+        );
+        registry.register(
+            "embed_seconds",
+            "Seconds an embedding request computed (loading left out)",
+            embed_seconds.clone(),
+        );
         for reason in FinishReason::ALL {
             // Touch every label so the exposition shows zeros.
             let _ = finished.get_or_create(&ReasonLabel {
@@ -149,6 +177,10 @@ impl Metrics {
                 upstream_in_flight,
                 upstream_up,
                 upstream_ttft,
+                embed_requests,
+                embed_inputs,
+                embed_tokens,
+                embed_seconds,
             }),
         }
     }
@@ -162,6 +194,15 @@ impl Metrics {
             metrics: self.clone(),
             finished: false,
         }
+    }
+
+    /// An embedding request turned `inputs` texts of `tokens` tokens into
+    /// vectors in `took`.
+    pub fn record_embeddings(&self, inputs: usize, tokens: usize, took: std::time::Duration) {
+        self.inner.embed_requests.inc();
+        self.inner.embed_inputs.inc_by(inputs as u64);
+        self.inner.embed_tokens.inc_by(tokens as u64);
+        self.inner.embed_seconds.observe(took.as_secs_f64());
     }
 
     /// The engine produced `n` tokens.

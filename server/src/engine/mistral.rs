@@ -164,8 +164,10 @@ impl MistralEngine {
     }
 
     fn installed(&self, name: &str) -> Result<InstalledModel, EngineError> {
+        // Embedding models are served by `super::embeddings`.
         self.store
             .get(name)
+            .filter(|m| m.manifest.kind.is_chat())
             .ok_or_else(|| EngineError::UnknownModel(name.to_string()))
     }
 
@@ -308,6 +310,7 @@ impl ChatEngine for MistralEngine {
             .await
             .unwrap_or_default()
             .into_iter()
+            .filter(|m| m.manifest.kind.is_chat())
             .map(|m| m.manifest.summary())
             .collect()
     }

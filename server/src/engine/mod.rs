@@ -2,6 +2,7 @@
 //! nothing more. Dropping a [`TokenStream`] cancels the generation behind it;
 //! that is the whole cancellation design.
 
+pub mod embeddings;
 pub mod fake;
 pub mod local;
 pub mod mistral;

@@ -4,6 +4,7 @@
 //! in a hidden temporary directory and renamed into place, so an interrupted
 //! import never leaves a half model listed.
 
+pub mod embedding;
 pub mod gguf;
 pub mod pull;
 pub mod quantize;
@@ -48,6 +49,17 @@ pub enum StoreError {
     /// No installed model or GGUF file by that name.
     #[error("`{0}` is neither an installed model nor a GGUF file")]
     NotFound(String),
+    /// The directory is not an embedding model kinko can read.
+    #[error("{path}: not an embedding model kinko reads: {reason}")]
+    NotEmbedding {
+        /// The directory.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// What was asked applies to chat models only.
+    #[error("`{0}` is an embedding model: {1}")]
+    EmbeddingModel(String, &'static str),
     /// Filesystem trouble.
     #[error("{context}: {source}")]
     Io {
@@ -58,9 +70,62 @@ pub enum StoreError {
     },
 }
 
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
     let context = context.into();
     move |source| StoreError::Io { context, source }
+}
+
+/// What a model does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// A GGUF chat model, run by mistral.rs.
+    #[default]
+    Chat,
+    /// A sentence-transformers BERT model (safetensors), run by
+    /// [`crate::embed`]: it makes vectors, not answers.
+    Embedding,
+}
+
+impl ModelKind {
+    /// Whether this is a chat model (the manifest leaves the kind out then,
+    /// as manifests written before there were other kinds do).
+    pub fn is_chat(&self) -> bool {
+        *self == ModelKind::Chat
+    }
+
+    /// Ollama's `capabilities` for a model of this kind.
+    pub fn capabilities(&self) -> &'static [&'static str] {
+        match self {
+            ModelKind::Chat => &["completion"],
+            ModelKind::Embedding => &["embedding"],
+        }
+    }
+
+    /// The weights' file format.
+    pub fn format(&self) -> &'static str {
+        match self {
+            ModelKind::Chat => "gguf",
+            ModelKind::Embedding => "safetensors",
+        }
+    }
+
+    /// The weights' file name inside a model directory.
+    pub fn file(&self) -> &'static str {
+        match self {
+            ModelKind::Chat => MODEL_FILE,
+            ModelKind::Embedding => embedding::WEIGHTS,
+        }
+    }
+
+    /// Every file a model directory of this kind holds (besides the
+    /// manifest), relative to it.
+    pub fn files(&self) -> &'static [&'static str] {
+        match self {
+            ModelKind::Chat => &[MODEL_FILE],
+            ModelKind::Embedding => embedding::FILES,
+        }
+    }
 }
 
 /// What the store knows about one model.
@@ -68,9 +133,12 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
 pub struct Manifest {
     /// `name:tag`.
     pub name: String,
-    /// The GGUF file, relative to the model directory.
+    /// What the model does (chat when left out).
+    #[serde(default, skip_serializing_if = "ModelKind::is_chat")]
+    pub kind: ModelKind,
+    /// The weights file, relative to the model directory.
     pub file: String,
-    /// `sha256:<hex>` of the GGUF file.
+    /// `sha256:<hex>` of the weights file.
     pub digest: String,
     /// File size in bytes.
     pub size: u64,
@@ -83,8 +151,12 @@ pub struct Manifest {
     pub quantization: String,
     /// Number of parameters.
     pub parameter_count: u64,
-    /// Context window in tokens.
+    /// Context window in tokens (an embedding model's: the most it reads
+    /// of one input).
     pub context_length: usize,
+    /// An embedding model's vector length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_length: Option<usize>,
     /// Default system prompt, if the model has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
@@ -203,16 +275,32 @@ fn check_model_dir(entry: &fs::DirEntry, manifest: &Manifest) -> Result<(), Stri
             manifest.name
         ));
     }
-    if manifest.file != MODEL_FILE {
+    if manifest.file != manifest.kind.file() {
         return Err(format!("its manifest names the file `{}`", manifest.file));
     }
     parse_digest(&manifest.digest).map_err(|e| e.to_string())?;
-    let gguf = entry.path().join(MODEL_FILE);
-    match fs::symlink_metadata(&gguf) {
-        Ok(m) if m.file_type().is_file() => Ok(()),
-        Ok(_) => Err(format!("{MODEL_FILE} is not a regular file")),
-        Err(e) => Err(format!("{MODEL_FILE}: {e}")),
+    for file in manifest.kind.files() {
+        regular_file(&entry.path(), file)?;
     }
+    Ok(())
+}
+
+/// Why `dir/rel` is not a regular file inside `dir` (no symlink on the way),
+/// if it is not.
+pub(crate) fn regular_file(dir: &Path, rel: &str) -> Result<(), String> {
+    let mut path = dir.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        path.push(part);
+        let last = i + 1 == parts.len();
+        match fs::symlink_metadata(&path) {
+            Ok(m) if last && m.file_type().is_file() => {}
+            Ok(m) if !last && m.file_type().is_dir() => {}
+            Ok(_) => return Err(format!("{rel} is not a regular file")),
+            Err(e) => return Err(format!("{rel}: {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// The model store rooted at a directory.
@@ -356,6 +444,7 @@ impl ModelStore {
             };
             let manifest = Manifest {
                 name: name.clone(),
+                kind: ModelKind::Chat,
                 file: MODEL_FILE.into(),
                 digest,
                 size,
@@ -364,6 +453,7 @@ impl ModelStore {
                 quantization: info.quantization,
                 parameter_count: info.parameter_count,
                 context_length: info.context_length,
+                embedding_length: None,
                 system: None,
                 template: None,
                 parameters: serde_json::Map::new(),
@@ -457,7 +547,7 @@ impl ModelStore {
 
     /// Move the assembled directory `tmp` into place as model `name`,
     /// replacing a model of that name (renames only: never half there).
-    fn install_dir(&self, tmp: &Path, name: &str) -> Result<(), StoreError> {
+    pub(crate) fn install_dir(&self, tmp: &Path, name: &str) -> Result<(), StoreError> {
         let final_dir = self.dir_for(name);
         if final_dir.exists() {
             // Named so that a crash between the two renames can be undone.
@@ -489,6 +579,15 @@ impl ModelStore {
         let name = normalize_name(name)?;
         let from_path = Path::new(&modelfile.from);
         let base_installed = self.get(&modelfile.from);
+        if let Some(base) = base_installed
+            .as_ref()
+            .filter(|b| !b.manifest.kind.is_chat())
+        {
+            return Err(StoreError::EmbeddingModel(
+                base.manifest.name.clone(),
+                "Modelfile presets apply to chat models only",
+            ));
+        }
         match (&base_installed, quantize) {
             (Some(base), None) => {
                 if base.manifest.name != name && !self.copy(&base.manifest.name, &name)? {
@@ -543,7 +642,11 @@ impl ModelStore {
         let dest = normalize_name(destination)?;
         // What enters the store under a new name is checked like any import
         // (and named by its model, not by its path in the store).
-        gguf::validate(&model.gguf_path()).map_err(|e| match e {
+        let checked = match model.manifest.kind {
+            ModelKind::Chat => gguf::validate(&model.gguf_path()).map(|_| ()),
+            ModelKind::Embedding => embedding::inspect(&model.dir).map(|_| ()),
+        };
+        checked.map_err(|e| match e {
             StoreError::NotGguf { reason, .. } => StoreError::NotGguf {
                 path: format!("model `{}`", model.manifest.name),
                 reason,
@@ -559,10 +662,7 @@ impl ModelStore {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
         let result = (|| {
-            let file = tmp.join(&model.manifest.file);
-            if fs::hard_link(model.gguf_path(), &file).is_err() {
-                fs::copy(model.gguf_path(), &file).map_err(io("copy the model file"))?;
-            }
+            link_files(&model.dir, &tmp, model.manifest.kind.files())?;
             let mut manifest = model.manifest.clone();
             manifest.name = dest.clone();
             write_json_atomic(&tmp.join(MANIFEST_FILE), &manifest)?;
@@ -574,6 +674,21 @@ impl ModelStore {
         }
         result
     }
+}
+
+/// Hard-link (or copy, where links cannot be made) the files `rel` of
+/// directory `from` into `to`.
+fn link_files(from: &Path, to: &Path, rel: &[&str]) -> Result<(), StoreError> {
+    for file in rel {
+        let (src, dst) = (from.join(file), to.join(file));
+        if let Some(parent) = dst.parent() {
+            fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+        }
+        if fs::hard_link(&src, &dst).is_err() {
+            fs::copy(&src, &dst).map_err(io(format!("copy {file}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// Write `value` as pretty JSON to `path` through a temporary file and a rename.

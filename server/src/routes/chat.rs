@@ -77,12 +77,23 @@ pub async fn find_model(
     } else {
         normalize_name(requested).map_err(|_| ApiError::UnknownModel(requested.to_string()))?
     };
-    state.engine.model(&name).await.map_err(|e| match e {
-        crate::engine::EngineError::UnknownModel(_) => {
-            ApiError::UnknownModel(requested.to_string())
+    match state.engine.model(&name).await {
+        Ok(m) => Ok(m),
+        Err(crate::engine::EngineError::UnknownModel(_)) => {
+            let embedding = match &state.embeddings {
+                Some(e) => e.installed(&name).await.ok(),
+                None => None,
+            };
+            Err(match embedding {
+                Some(m) => ApiError::WrongKind(format!(
+                    "`{}` is an embedding model: it makes vectors (POST /api/embed or /v1/embeddings), not answers; pick a chat model",
+                    m.manifest.name
+                )),
+                None => ApiError::UnknownModel(requested.to_string()),
+            })
         }
-        e => e.into(),
-    })
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// An answer that passed every check and holds a generation slot: its
@@ -193,12 +204,7 @@ pub async fn start_answer_kept(
         }
         None => state.admission.admit(&name).await,
     };
-    let slot = admitted.map_err(|busy| ApiError::Busy {
-        model: name.clone(),
-        running: busy.running,
-        waiting: busy.waiting,
-        retry_after: 2,
-    })?;
+    let slot = admitted.map_err(|busy| ApiError::busy(&name, busy))?;
     let stop = o.stop.clone().unwrap_or_default();
     let sampling = Sampling {
         temperature: o.temperature.unwrap_or(config.default_temperature),

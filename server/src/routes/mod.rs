@@ -1,6 +1,7 @@
 //! HTTP routes, one module per area; `crate::router` merges them.
 
 pub mod chat;
+pub mod embed;
 pub mod health;
 pub mod models;
 pub mod ollama;

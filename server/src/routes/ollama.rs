@@ -230,7 +230,8 @@ async fn respond(answer: Answer, shape: Shape, stream: bool, started: Instant) -
     resp
 }
 
-fn keep_alive(v: Option<&Value>) -> OResult<Option<KeepAlive>> {
+/// `keep_alive` as a request sends it (none: the server's default).
+pub fn keep_alive(v: Option<&Value>) -> OResult<Option<KeepAlive>> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(v) => KeepAlive::parse(v).map(Some).ok_or_else(|| {
@@ -315,7 +316,7 @@ fn details(m: &InstalledModel) -> Value {
     let man = &m.manifest;
     json!({
         "parent_model": "",
-        "format": "gguf",
+        "format": man.kind.format(),
         "family": man.architecture,
         "families": [man.architecture],
         "parameter_size": parameter_size(man.parameter_count),
@@ -357,6 +358,7 @@ async fn tags(State(state): State<AppState>) -> Json<Value> {
                     "modified_at": modified_at(m), "size": m.manifest.size,
                     "digest": m.manifest.digest.trim_start_matches("sha256:"),
                     "details": details(m),
+                    "capabilities": m.manifest.kind.capabilities(),
                 })
             })
             .collect(),
@@ -432,6 +434,9 @@ async fn show(
     model_info.insert("general.architecture".into(), json!(arch));
     model_info.insert("general.parameter_count".into(), json!(man.parameter_count));
     model_info.insert(format!("{arch}.context_length"), json!(man.context_length));
+    if let Some(d) = man.embedding_length {
+        model_info.insert(format!("{arch}.embedding_length"), json!(d));
+    }
     Ok(Json(json!({
         "modelfile": modelfile,
         "parameters": parameters,
@@ -439,7 +444,7 @@ async fn show(
         "system": man.system.clone().unwrap_or_default(),
         "details": details(&m),
         "model_info": model_info,
-        "capabilities": ["completion"],
+        "capabilities": man.kind.capabilities(),
         "modified_at": modified_at(&m),
     })))
 }
@@ -471,7 +476,10 @@ async fn show_engine_model(state: &AppState, name: &str) -> OResult<Json<Value>>
 }
 
 async fn ps(State(state): State<AppState>) -> Json<Value> {
-    let loaded = state.engine.loaded_models().await;
+    let mut loaded = state.engine.loaded_models().await;
+    if let Some(e) = &state.embeddings {
+        loaded.extend(e.loaded_models().await);
+    }
     let models: Vec<Value> = loaded
         .into_iter()
         .map(|l| {
@@ -500,7 +508,7 @@ async fn delete_model(
         .store
         .clone()
         .ok_or_else(|| OllamaError(ApiError::UnknownModel(name.clone())))?;
-    state.engine.unload(&name).await;
+    unload_everywhere(&state, &name).await;
     let removed = tokio::task::spawn_blocking(move || store.remove(&name))
         .await
         .map_err(crate::error::task_failed)?;
@@ -508,6 +516,14 @@ async fn delete_model(
         Ok(true) => Ok(StatusCode::OK),
         Ok(false) => Err(ApiError::UnknownModel(body.model()?).into()),
         Err(e) => Err(ApiError::from(e).into()),
+    }
+}
+
+/// Unload `name` from whichever engine holds it.
+async fn unload_everywhere(state: &AppState, name: &str) {
+    state.engine.unload(name).await;
+    if let Some(e) = &state.embeddings {
+        e.unload(name).await;
     }
 }
 
@@ -527,7 +543,7 @@ async fn copy(
         .ok_or_else(|| OllamaError(ApiError::UnknownModel(body.source.clone())))?;
     let source = body.source.clone();
     // A model loaded under the destination name is replaced: unload it.
-    state.engine.unload(&body.destination).await;
+    unload_everywhere(&state, &body.destination).await;
     let copied = tokio::task::spawn_blocking(move || store.copy(&body.source, &body.destination))
         .await
         .map_err(crate::error::task_failed)?;

@@ -179,7 +179,7 @@ async fn completions(
 
 async fn models(State(state): State<AppState>) -> Json<Value> {
     let created = unix_now();
-    let data: Vec<Value> = state
+    let mut data: Vec<Value> = state
         .engine
         .list_models()
         .await
@@ -189,5 +189,20 @@ async fn models(State(state): State<AppState>) -> Json<Value> {
             json!({"id": m.name, "object": "model", "created": created, "owned_by": owner})
         })
         .collect();
+    // Embedding models too (for /v1/embeddings); the chat engine lists
+    // chat models only.
+    if let (Some(store), Some(_)) = (state.store.clone(), &state.embeddings) {
+        let installed = tokio::task::spawn_blocking(move || store.list())
+            .await
+            .unwrap_or_default();
+        data.extend(
+            installed
+                .into_iter()
+                .filter(|m| !m.manifest.kind.is_chat())
+                .map(|m| {
+                    json!({"id": m.manifest.name, "object": "model", "created": m.manifest.created, "owned_by": "kinko"})
+                }),
+        );
+    }
     Json(json!({"object": "list", "data": data}))
 }
