@@ -9,10 +9,12 @@ if [ ! -x /usr/bin/chromium ]; then
   echo "Chromium is missing: install it with 'apt-get install chromium' (scripts/setup.sh --browser does)" >&2
   exit 1
 fi
-if [ ! -f "$KINKO_HOME/models/smollm2-135m/manifest.json" ]; then
-  echo "The default model is missing: run scripts/default-model.sh" >&2
-  exit 1
-fi
+for m in smollm2-135m all-minilm-latest; do
+  if [ ! -f "$KINKO_HOME/models/$m/manifest.json" ]; then
+    echo "$KINKO_HOME/models/$m is missing (a default model): run scripts/default-model.sh" >&2
+    exit 1
+  fi
+done
 
 log "formatting (cargo fmt --check)"
 (cd "$KINKO_ROOT" && cargo fmt --all -- --check)
@@ -24,13 +26,13 @@ log "tiers 1-4: unit, router, real-socket and real-model tests (cargo test --rel
 log "fuzzing: the GGUF validator, the Modelfile parser, the history window and request decoding (cargo-fuzz, 25 s per target)"
 "$KINKO_ROOT/scripts/fuzz.sh" 25 2>&1 | tee "$logs/fuzz.log"
 
-log "API clients (the official ollama and openai Python packages) and the CLI, against the real binary"
+log "API clients (the official ollama and openai Python packages, LangChain's OllamaEmbeddings) and the CLI, against the real binary"
 venv="$KINKO_CACHE/venv"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import ollama, openai, pexpect' 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import ollama, openai, pexpect, langchain_ollama' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "ollama==0.6.3" "openai==3.52.0" "pexpect==4.9.0"
+  "$venv/bin/pip" install --quiet "ollama==0.6.3" "openai==3.52.0" "pexpect==4.9.0" "langchain-ollama==1.1.0"
 fi
-(cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" "$venv/bin/python" -m unittest -v test_clients test_cli 2>&1) | tee "$logs/clients.log"
+(cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" "$venv/bin/python" -m unittest -v test_clients test_embeddings test_cli 2>&1) | tee "$logs/clients.log"
 
 log "benchmark smoke run (kinko, bare engine, llama.cpp; sizes, long chats, cold start, arrivals: one short generation each)"
 ensure_llama_cpp

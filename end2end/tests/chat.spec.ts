@@ -22,6 +22,9 @@ test('two turns with the default model stream in, survive a reload', async ({ pa
   await openHydrated(page, REAL_URL);
   const picker = page.getByTestId('model-picker');
   await expect(picker.locator('option[value="smollm2:135m"]')).toHaveCount(1);
+  // The embedding model is installed beside it but makes no answers: it
+  // stays out of the picker.
+  await expect(picker.locator('option[value="all-minilm:latest"]')).toHaveCount(0);
   await picker.selectOption('smollm2:135m');
 
   const composer = page.getByTestId('composer');

@@ -506,9 +506,9 @@ pub mod embed {
     pub struct EmbeddingsBody {
         /// The model.
         pub model: String,
-        /// One text (empty: load the model).
+        /// One text (none or empty: load the model).
         #[serde(default)]
-        pub prompt: String,
+        pub prompt: Value,
         /// How long the model stays loaded afterwards.
         #[serde(default)]
         pub keep_alive: Option<Value>,
@@ -534,6 +534,18 @@ pub mod embed {
         /// The caller's name for their user (kept in no log).
         #[serde(default)]
         pub user: Option<Value>,
+    }
+
+    impl EmbeddingsBody {
+        /// The prompt's text, if any.
+        pub fn texts(&self) -> Result<Vec<String>, String> {
+            match &self.prompt {
+                Value::Null => Ok(Vec::new()),
+                Value::String(s) if s.is_empty() => Ok(Vec::new()),
+                Value::String(s) => Ok(vec![s.clone()]),
+                _ => Err("`prompt` must be a string".into()),
+            }
+        }
     }
 
     /// Whether `v` is a token array (numbers) rather than text.

@@ -407,6 +407,17 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_cancelled_request_stops_before_its_batches() {
+        let e = Embedder::load(&model_dir()).unwrap();
+        let texts = vec!["a few words".to_string(); 100];
+        let cancel = AtomicBool::new(true);
+        assert!(matches!(
+            e.embed_until(&texts, true, &cancel),
+            Err(EmbedError::Cancelled)
+        ));
+    }
+
     /// The vectors `sentence-transformers` computes for the same model
     /// files (server/tests/embeddings/reference.py wrote the fixture).
     #[test]

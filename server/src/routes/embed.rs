@@ -132,11 +132,7 @@ async fn embeddings(
 ) -> Result<Json<Value>, OllamaError> {
     let keep = keep_alive(body.keep_alive.as_ref())?;
     let m = find(&state, &body.model).await?;
-    let texts = if body.prompt.is_empty() {
-        Vec::new()
-    } else {
-        vec![body.prompt]
-    };
+    let texts = body.texts().map_err(ApiError::invalid)?;
     let out = run(&state, &m, texts, true, keep).await?;
     let embedding = out.vectors.into_iter().next().unwrap_or_default();
     Ok(Json(json!({ "embedding": embedding })))

@@ -106,3 +106,20 @@ pub fn model_names(tags_body: &str) -> Vec<String> {
         .map(|m| m["name"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// all-MiniLM-L6-v2 as scripts/default-model.sh unpacks it (the test fails,
+/// saying how to get it, when it is missing).
+pub fn embedding_model_dir() -> std::path::PathBuf {
+    let cache = std::env::var("KINKO_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/kinko")
+        });
+    let dir = cache.join("unpacked").join("all-minilm");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} is missing: run scripts/default-model.sh",
+        dir.display()
+    );
+    dir
+}

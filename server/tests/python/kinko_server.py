@@ -8,6 +8,7 @@ import time
 import urllib.request
 
 MODEL = "smollm2:135m"
+EMBED_MODEL = "all-minilm:latest"
 
 
 def free_port():
@@ -26,6 +27,12 @@ class KinkoServer:
         self.home = tempfile.TemporaryDirectory(prefix="kinko-clients-")
         env = dict(os.environ, KINKO_HOME=self.home.name)
         subprocess.run([self.bin, "import", MODEL, gguf], env=env, check=True, capture_output=True)
+        # The embedding model: its store directory is a sentence-transformers
+        # directory, imported again into the temporary store.
+        embed_dir = os.path.join(src_home, "models", EMBED_MODEL.replace(":", "-"))
+        if not os.path.exists(os.path.join(embed_dir, "model.safetensors")):
+            raise SystemExit(f"{embed_dir} is missing: run scripts/default-model.sh")
+        subprocess.run([self.bin, "import", EMBED_MODEL, embed_dir], env=env, check=True, capture_output=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
