@@ -1,23 +1,31 @@
 #!/usr/bin/env python3
-"""Embeddings: kinko's engine (candle-transformers' BERT, `kinko
-bench-embed`, no HTTP) against the `sentence-transformers` package on the
-same model files (all-MiniLM-L6-v2 from the PyPI wheel) and the same number
-of threads, alternating, one run: texts/s for batches of 1, 32 and 256
-short sentences and for long passages (512 tokens before the model's
-256-token cut), and the peak RSS of each process.
+"""Embeddings: kinko as a client sees it (`kinko serve`, `POST /api/embed`,
+timed from the client, JSON both ways) and its engine alone (candle-
+transformers' BERT, `kinko bench-embed`, no HTTP), against the
+`sentence-transformers` package on the same model files (all-MiniLM-L6-v2
+from the PyPI wheel) and the same number of threads, alternating, one run:
+texts/s for batches of 1, 32 and 256 short sentences and for long passages
+(512 tokens before the model's 256-token cut), and the peak RSS of each
+process.
 
 sentence-transformers needs torch, which PyPI ships with gigabytes of GPU
 libraries: it is not on the test path. Give a Python that has it:
 
     python3 -m venv /tmp/ref && /tmp/ref/bin/pip install torch sentence-transformers
     KINKO_BIN=… ST_PYTHON=/tmp/ref/bin/python python3 bench/embed.py [--threads 2] [--rounds 3]
+
+The served kinko uses KINKO_HOME's all-minilm:latest (scripts/default-model.sh
+installs it).
 """
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
+import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -68,6 +76,52 @@ class Worker:
         self.proc.wait(timeout=30)
 
 
+class Served:
+    """`kinko serve` on a free port; each run is one POST /api/embed."""
+
+    def __init__(self, kinko, threads, env):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [kinko, "--threads", str(threads), "serve", "--addr", f"127.0.0.1:{port}", "--model-keep-alive=-1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/health", timeout=1)
+                break
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise SystemExit("kinko serve did not start")
+                time.sleep(0.1)
+        t = time.perf_counter()
+        self.post([])  # an empty input loads the model
+        self.load_ms = (time.perf_counter() - t) * 1000
+
+    def post(self, texts):
+        req = urllib.request.Request(
+            f"{self.url}/api/embed", data=json.dumps({"model": "all-minilm", "input": texts}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return json.loads(r.read())
+
+    def run(self, texts):
+        t = time.perf_counter()
+        out = self.post(texts)
+        seconds = time.perf_counter() - t
+        if len(out["embeddings"]) != len(texts):
+            raise SystemExit(f"kinko answered {len(out['embeddings'])} vectors for {len(texts)} texts")
+        return {"seconds": seconds, "first": out["embeddings"][0][:4]}
+
+    peak_rss_mb = Worker.peak_rss_mb
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
 SENTENCES = [
     "A man is playing a guitar.", "The weather is lovely today.", "How do I reset my password?",
     "She bought fresh bread at the market.", "The train to Kyoto leaves at nine.",
@@ -99,7 +153,8 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads),
                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     contenders = {
-        "kinko (candle)": Worker([kinko, "--threads", str(a.threads), "bench-embed", a.model_dir], env),
+        "kinko serve, /api/embed": Served(kinko, a.threads, env),
+        "kinko engine alone": Worker([kinko, "--threads", str(a.threads), "bench-embed", a.model_dir], env),
         "sentence-transformers": Worker([st_python, "-c", ST_WORKER, a.model_dir, str(a.threads)], env),
     }
     cases = {"1 sentence": sentences(1), "32 sentences": sentences(32), "256 sentences": sentences(256),
@@ -118,7 +173,8 @@ def main():
             row = {"case": case, "texts": len(texts)}
             for name, ts in times.items():
                 row[name] = len(texts) / statistics.median(ts)
-            row["ratio"] = row["kinko (candle)"] / row["sentence-transformers"]
+            for name in contenders:
+                row[f"{name} ÷ s-t"] = row[name] / row["sentence-transformers"]
             rows.append(row)
         rss = {name: c.peak_rss_mb() for name, c in contenders.items()}
         loads = {name: c.load_ms for name, c in contenders.items()}
@@ -126,9 +182,12 @@ def main():
         for c in contenders.values():
             c.stop()
     print(f"\nall-MiniLM-L6-v2, {a.threads} threads, median of {a.rounds} alternating rounds\n")
-    print("| case | kinko (texts/s) | sentence-transformers (texts/s) | kinko ÷ s-t |\n|---|---|---|---|")
+    names = list(contenders)
+    print("| case | " + " | ".join(f"{n} (texts/s)" for n in names) + " | kinko ÷ s-t (served, engine) |")
+    print("|---" * (len(names) + 2) + "|")
     for r in rows:
-        print(f"| {r['case']} | {r['kinko (candle)']:.1f} | {r['sentence-transformers']:.1f} | {r['ratio']:.2f} |")
+        cells = " | ".join(f"{r[n]:.1f}" for n in names)
+        print(f"| {r['case']} | {cells} | {r[names[0] + ' ÷ s-t']:.2f}, {r[names[1] + ' ÷ s-t']:.2f} |")
     print("\n| | peak RSS (MB) | load (ms) |\n|---|---|---|")
     for name in contenders:
         print(f"| {name} | {rss[name]:.0f} | {loads[name]:.0f} |")
