@@ -5,15 +5,14 @@
 //! file and reads the weights' header (never the whole file) to list it.
 
 use super::{
-    io, normalize_name, regular_file, sha256_file, write_json_atomic, ImportOutcome, Manifest,
-    ModelKind, ModelStore, StoreError, MANIFEST_FILE,
+    io, normalize_name, regular_file, sha256_file, ImportOutcome, Manifest, ModelKind, ModelStore,
+    StoreError,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The weights.
 pub const WEIGHTS: &str = "model.safetensors";
@@ -180,15 +179,7 @@ impl ModelStore {
             }
         }
         crate::embed::Embedder::load(source).map_err(|e| not_model(source, e.to_string()))?;
-        fs::create_dir_all(self.root()).map_err(io(format!("create {}", self.root().display())))?;
-        let tmp = self.root().join(format!(
-            ".import-{}-{}",
-            name.replace(':', "-"),
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
-        let result = (|| {
+        self.assemble(&name, |tmp| {
             let mut size = 0;
             for file in FILES {
                 let dst = tmp.join(file);
@@ -204,33 +195,17 @@ impl ModelStore {
                     source: std::io::Error::other("the file changed while it was copied"),
                 });
             }
-            let manifest = Manifest {
-                name: name.clone(),
-                kind: ModelKind::Embedding,
-                file: WEIGHTS.into(),
+            Ok(Manifest {
                 digest: digest.clone(),
                 size,
-                source_digest: None,
-                architecture: info.architecture.clone(),
-                quantization: info.dtype.clone(),
+                architecture: info.architecture,
+                quantization: info.dtype,
                 parameter_count: info.parameter_count,
                 context_length: info.context_length,
                 embedding_length: Some(info.dimensions),
-                system: None,
-                template: None,
-                parameters: serde_json::Map::new(),
-                created: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            };
-            write_json_atomic(&tmp.join(MANIFEST_FILE), &manifest)?;
-            self.install_dir(&tmp, &name)?;
-            Ok(manifest)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_dir_all(&tmp);
-        }
-        result.map(ImportOutcome::Imported)
+                ..Manifest::blank(name.clone(), ModelKind::Embedding)
+            })
+        })
+        .map(ImportOutcome::Imported)
     }
 }

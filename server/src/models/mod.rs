@@ -172,6 +172,30 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest for `name` of `kind`, made now, with nothing else known.
+    pub fn blank(name: String, kind: ModelKind) -> Self {
+        Manifest {
+            name,
+            kind,
+            file: kind.file().into(),
+            digest: String::new(),
+            size: 0,
+            source_digest: None,
+            architecture: String::new(),
+            quantization: String::new(),
+            parameter_count: 0,
+            context_length: 0,
+            embedding_length: None,
+            system: None,
+            template: None,
+            parameters: serde_json::Map::new(),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }
+    }
+
     /// The picker's view of this model.
     pub fn summary(&self) -> ModelSummary {
         ModelSummary {
@@ -411,15 +435,7 @@ impl ModelStore {
                 return Ok(ImportOutcome::AlreadyInstalled(existing.manifest));
             }
         }
-        fs::create_dir_all(&self.root).map_err(io(format!("create {}", self.root.display())))?;
-        let tmp = self.root.join(format!(
-            ".import-{}-{}",
-            name.replace(':', "-"),
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
-        let result = (|| {
+        self.assemble(&name, |tmp| {
             let target = tmp.join(MODEL_FILE);
             let (size, digest, info, converted_from) = match quantize {
                 None => {
@@ -442,10 +458,7 @@ impl ModelStore {
                     (size, digest, info, Some(source_digest.clone()))
                 }
             };
-            let manifest = Manifest {
-                name: name.clone(),
-                kind: ModelKind::Chat,
-                file: MODEL_FILE.into(),
+            Ok(Manifest {
                 digest,
                 size,
                 source_digest: converted_from,
@@ -453,23 +466,38 @@ impl ModelStore {
                 quantization: info.quantization,
                 parameter_count: info.parameter_count,
                 context_length: info.context_length,
-                embedding_length: None,
-                system: None,
-                template: None,
-                parameters: serde_json::Map::new(),
-                created: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            };
+                ..Manifest::blank(name.clone(), ModelKind::Chat)
+            })
+        })
+        .map(ImportOutcome::Imported)
+    }
+
+    /// Assemble the model `name` in a hidden temporary directory: `fill`
+    /// writes its files there and answers its manifest, which is written
+    /// beside them before the directory is renamed into place. On failure
+    /// the temporary directory goes and the store is as it was.
+    pub(crate) fn assemble(
+        &self,
+        name: &str,
+        fill: impl FnOnce(&Path) -> Result<Manifest, StoreError>,
+    ) -> Result<Manifest, StoreError> {
+        fs::create_dir_all(&self.root).map_err(io(format!("create {}", self.root.display())))?;
+        let tmp = self.root.join(format!(
+            ".import-{}-{}",
+            name.replace(':', "-"),
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
+        let result = fill(&tmp).and_then(|manifest| {
             write_json_atomic(&tmp.join(MANIFEST_FILE), &manifest)?;
-            self.install_dir(&tmp, &name)?;
+            self.install_dir(&tmp, name)?;
             Ok(manifest)
-        })();
+        });
         if result.is_err() {
             let _ = fs::remove_dir_all(&tmp);
         }
-        result.map(ImportOutcome::Imported)
+        result
     }
 }
 
@@ -962,6 +990,59 @@ mod tests {
         assert_eq!(store.list().len(), 1, "the replaced model is back");
         assert!(root.join(".import-z-1-1").exists());
         assert!(!root.join(format!(".import-x-1-{dead}")).exists());
+    }
+
+    #[test]
+    fn embedding_models_keep_their_kind_through_copy_and_refuse_presets() {
+        let home = tempdir();
+        let store = ModelStore::new(&home);
+        let cache = std::env::var("KINKO_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| dirs::home_dir().unwrap_or_default().join(".cache/kinko"));
+        let src = cache.join("unpacked").join("all-minilm");
+        assert!(
+            src.join("model.safetensors").is_file(),
+            "{} is missing: run scripts/default-model.sh",
+            src.display()
+        );
+        let ImportOutcome::Imported(m) = store.import_embedding("mini", &src).unwrap() else {
+            panic!("expected an import")
+        };
+        assert_eq!(
+            (m.kind, m.embedding_length, m.context_length),
+            (ModelKind::Embedding, Some(384), 256)
+        );
+        assert!(matches!(
+            store.import_embedding("mini", &src).unwrap(),
+            ImportOutcome::AlreadyInstalled(_)
+        ));
+        assert!(store.copy("mini", "mini:two").unwrap());
+        let copy = store.get("mini:two").unwrap();
+        assert_eq!(copy.manifest.kind, ModelKind::Embedding);
+        for file in embedding::FILES {
+            assert!(copy.dir.join(file).is_file(), "{file}");
+        }
+        let preset = modelfile::Modelfile {
+            from: "mini".into(),
+            system: Some("no".into()),
+            template: None,
+            parameters: Default::default(),
+        };
+        assert!(matches!(
+            store.create("mini:preset", &preset, None),
+            Err(StoreError::EmbeddingModel(..))
+        ));
+        assert!(store.remove("mini:two").unwrap());
+        // A manifest written before kinds existed reads as a chat model.
+        let mut old = serde_json::to_value(&m).unwrap();
+        old.as_object_mut().unwrap().remove("kind");
+        let read: Manifest = serde_json::from_value(old).unwrap();
+        assert_eq!(read.kind, ModelKind::Chat);
+        assert!(
+            !serde_json::to_string(&Manifest::blank("a:b".into(), ModelKind::Chat))
+                .unwrap()
+                .contains("kind")
+        );
     }
 
     fn tempdir() -> PathBuf {
