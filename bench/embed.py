@@ -20,23 +20,23 @@ installs it).
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import free_port, peak_rss_mb  # noqa: E402
+from sections import Worker, start_kinko  # noqa: E402
 
 ST_WORKER = r"""
-import json, sys, time, os
+import json, sys
 import torch
 torch.set_num_threads(int(sys.argv[2]))
 from sentence_transformers import SentenceTransformer
-t = time.perf_counter()
 model = SentenceTransformer(sys.argv[1], device="cpu")
-print(json.dumps({"ready": True, "load_ms": (time.perf_counter() - t) * 1000}), flush=True)
+print(json.dumps({"ready": True}), flush=True)
+import time
 for line in sys.stdin:
     texts = json.loads(line)["texts"]
     t = time.perf_counter()
@@ -45,60 +45,33 @@ for line in sys.stdin:
 """
 
 
-class Worker:
-    def __init__(self, cmd, env):
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise SystemExit(f"{cmd[0]} did not start")
-            if line.startswith("{") and json.loads(line).get("ready"):
-                self.load_ms = json.loads(line)["load_ms"]
-                break
+class Engine(Worker):
+    """`kinko bench-embed` or the sentence-transformers worker: one JSON
+    line of texts in, one of timings out."""
 
-    def run(self, texts):
-        self.proc.stdin.write(json.dumps({"texts": texts}) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit("a contender died")
-        return json.loads(line)
+    def embed(self, texts):
+        return self.run(json.dumps({"texts": texts}))
 
-    def peak_rss_mb(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
+    @property
+    def ready_ms(self):
+        return (self.ready_at - self.started) * 1000
 
-    def stop(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+    @property
+    def pid(self):
+        return self.proc.pid
 
 
 class Served:
     """`kinko serve` on a free port; each run is one POST /api/embed."""
 
-    def __init__(self, kinko, threads, env):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    def __init__(self, kinko, threads):
+        started = time.perf_counter()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [kinko, "--threads", str(threads), "serve", "--addr", f"127.0.0.1:{port}", "--model-keep-alive=-1"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/health", timeout=1)
-                break
-            except OSError:
-                if time.time() > deadline or self.proc.poll() is not None:
-                    raise SystemExit("kinko serve did not start")
-                time.sleep(0.1)
-        t = time.perf_counter()
+        self.proc = start_kinko(kinko, ["--threads", str(threads)], port, ["--model-keep-alive=-1"])
         self.post([])  # an empty input loads the model
-        self.load_ms = (time.perf_counter() - t) * 1000
+        self.ready_ms = (time.perf_counter() - started) * 1000
+        self.pid = self.proc.pid
 
     def post(self, texts):
         req = urllib.request.Request(
@@ -107,15 +80,13 @@ class Served:
         with urllib.request.urlopen(req, timeout=600) as r:
             return json.loads(r.read())
 
-    def run(self, texts):
+    def embed(self, texts):
         t = time.perf_counter()
         out = self.post(texts)
         seconds = time.perf_counter() - t
         if len(out["embeddings"]) != len(texts):
             raise SystemExit(f"kinko answered {len(out['embeddings'])} vectors for {len(texts)} texts")
         return {"seconds": seconds, "first": out["embeddings"][0][:4]}
-
-    peak_rss_mb = Worker.peak_rss_mb
 
     def stop(self):
         self.proc.terminate()
@@ -153,22 +124,22 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads),
                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     contenders = {
-        "kinko serve, /api/embed": Served(kinko, a.threads, env),
-        "kinko engine alone": Worker([kinko, "--threads", str(a.threads), "bench-embed", a.model_dir], env),
-        "sentence-transformers": Worker([st_python, "-c", ST_WORKER, a.model_dir, str(a.threads)], env),
+        "kinko serve, /api/embed": Served(kinko, a.threads),
+        "kinko engine alone": Engine([kinko, "--threads", str(a.threads), "bench-embed", a.model_dir], env),
+        "sentence-transformers": Engine([st_python, "-c", ST_WORKER, a.model_dir, str(a.threads)], env),
     }
     cases = {"1 sentence": sentences(1), "32 sentences": sentences(32), "256 sentences": sentences(256),
              "32 passages of ~512 tokens": passages(32)}
     rows = []
     try:
         for c in contenders.values():
-            c.run(sentences(8))  # warm-up
+            c.embed(sentences(8))  # warm-up
         for case, texts in cases.items():
             times = {name: [] for name in contenders}
             reps = 20 if len(texts) == 1 else 1
             for _ in range(a.rounds):
                 for name, c in contenders.items():  # alternate
-                    total = sum(c.run(texts)["seconds"] for _ in range(reps))
+                    total = sum(c.embed(texts)["seconds"] for _ in range(reps))
                     times[name].append(total / reps)
             row = {"case": case, "texts": len(texts)}
             for name, ts in times.items():
@@ -176,8 +147,8 @@ def main():
             for name in contenders:
                 row[f"{name} ÷ s-t"] = row[name] / row["sentence-transformers"]
             rows.append(row)
-        rss = {name: c.peak_rss_mb() for name, c in contenders.items()}
-        loads = {name: c.load_ms for name, c in contenders.items()}
+        rss = {name: peak_rss_mb(c.pid) for name, c in contenders.items()}
+        loads = {name: c.ready_ms for name, c in contenders.items()}
     finally:
         for c in contenders.values():
             c.stop()
@@ -188,11 +159,11 @@ def main():
     for r in rows:
         cells = " | ".join(f"{r[n]:.1f}" for n in names)
         print(f"| {r['case']} | {cells} | {r[names[0] + ' ÷ s-t']:.2f}, {r[names[1] + ' ÷ s-t']:.2f} |")
-    print("\n| | peak RSS (MB) | load (ms) |\n|---|---|---|")
+    print("\n| | peak RSS (MB) | start to ready (ms) |\n|---|---|---|")
     for name in contenders:
         print(f"| {name} | {rss[name]:.0f} | {loads[name]:.0f} |")
     with open(a.json, "w") as f:
-        json.dump({"threads": a.threads, "rows": rows, "peak_rss_mb": rss, "load_ms": loads}, f, indent=2)
+        json.dump({"threads": a.threads, "rows": rows, "peak_rss_mb": rss, "ready_ms": loads}, f, indent=2)
 
 
 if __name__ == "__main__":

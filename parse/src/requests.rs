@@ -531,9 +531,6 @@ pub mod embed {
         /// The vectors' length (only the model's own is possible).
         #[serde(default)]
         pub dimensions: Option<Value>,
-        /// The caller's name for their user (kept in no log).
-        #[serde(default)]
-        pub user: Option<Value>,
     }
 
     impl EmbeddingsBody {

@@ -353,11 +353,12 @@ impl Embedder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// all-MiniLM-L6-v2 as scripts/default-model.sh unpacks it.
-    fn model_dir() -> std::path::PathBuf {
+    /// all-MiniLM-L6-v2 as scripts/default-model.sh unpacks it (the unit
+    /// tests of the store use it too).
+    pub(crate) fn model_dir() -> std::path::PathBuf {
         let cache = std::env::var("KINKO_CACHE")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|_| {

@@ -51,8 +51,6 @@ pub struct Vectors {
     pub tokens: usize,
     /// Time spent loading the model for this request.
     pub load: Duration,
-    /// The model's vector length.
-    pub dimensions: usize,
 }
 
 /// The embedding models of a store, loaded on demand.
@@ -197,7 +195,6 @@ impl Embeddings {
         let (model, load) = self.model(m, keep_alive).await?;
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
-        let dimensions = model.dimensions;
         let limit = model.max_tokens;
         let worker = model.clone();
         let done =
@@ -224,7 +221,6 @@ impl Embeddings {
             vectors: embedded.vectors,
             tokens: embedded.tokens,
             load,
-            dimensions,
         })
     }
 

@@ -996,15 +996,7 @@ mod tests {
     fn embedding_models_keep_their_kind_through_copy_and_refuse_presets() {
         let home = tempdir();
         let store = ModelStore::new(&home);
-        let cache = std::env::var("KINKO_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| dirs::home_dir().unwrap_or_default().join(".cache/kinko"));
-        let src = cache.join("unpacked").join("all-minilm");
-        assert!(
-            src.join("model.safetensors").is_file(),
-            "{} is missing: run scripts/default-model.sh",
-            src.display()
-        );
+        let src = crate::embed::tests::model_dir();
         let ImportOutcome::Imported(m) = store.import_embedding("mini", &src).unwrap() else {
             panic!("expected an import")
         };

@@ -80,7 +80,6 @@ async fn run(
         vectors: Vec::new(),
         tokens: 0,
         load,
-        dimensions: m.manifest.embedding_length.unwrap_or(0),
     };
     if texts.is_empty() {
         if keep == Some(KeepAlive::For(std::time::Duration::ZERO)) {
