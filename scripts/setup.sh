@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what kinko needs to build and run, skipping what is already there:
-# the wasm32 target, cargo-leptos, wasm-bindgen-cli (matching Cargo.lock),
-# npm packages (wasm-opt, Playwright), then builds the release binary and the
-# UI bundle, and installs the default model. With --browser it also installs
-# Debian's Chromium, curl and iproute2 for the tests.
+# the wasm32 target, wasm-bindgen-cli (matching Cargo.lock), npm packages
+# (wasm-opt, esbuild, lightningcss, Playwright), then builds the release
+# binary and the UI bundle (scripts/build-ui.sh: what `cargo leptos build
+# --release` does, without compiling cargo-leptos, which the development
+# loop's `cargo leptos watch` needs and the set-up does not), and installs
+# the default models. With --browser it also installs Debian's Chromium,
+# curl and iproute2 for the tests.
 source "$(dirname "$0")/env.sh"
 want_browser=0
 for arg in "$@"; do
@@ -18,11 +21,6 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   rustup target add wasm32-unknown-unknown
 fi
 
-if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
-  log "installing cargo-leptos $CARGO_LEPTOS_VERSION (a few minutes, once)"
-  env -u CARGO_TARGET_DIR cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked
-fi
-
 if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
   log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (matches Cargo.lock)"
   env -u CARGO_TARGET_DIR cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
@@ -30,7 +28,7 @@ fi
 
 if [ ! -x "$KINKO_ROOT/end2end/node_modules/.bin/wasm-opt" ] || [ ! -d "$KINKO_ROOT/end2end/node_modules/playwright-core" ] \
    || [ "$KINKO_ROOT/end2end/package-lock.json" -nt "$KINKO_ROOT/end2end/node_modules/.package-lock.json" ]; then
-  log "installing npm packages (binaryen for wasm-opt, playwright-core)"
+  log "installing npm packages (binaryen for wasm-opt, esbuild, lightningcss, playwright-core)"
   (cd "$KINKO_ROOT/end2end" && npm ci --no-audit --no-fund)
 fi
 
@@ -50,7 +48,9 @@ if [ "$want_browser" = 1 ]; then
   fi
 fi
 
-log "building kinko and its UI (release)"
-(cd "$KINKO_ROOT" && cargo leptos build --release)
+log "building kinko (release; about 20 minutes the first time on 2 cores, mostly mistral.rs)"
+(cd "$KINKO_ROOT" && cargo build --release --package=kinko --bin=kinko --no-default-features)
+log "building the UI bundle (about 3 minutes the first time)"
+"$KINKO_ROOT/scripts/build-ui.sh"
 
 "$KINKO_ROOT/scripts/default-model.sh"
