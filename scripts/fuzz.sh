@@ -4,6 +4,7 @@
 # window and the APIs' request decoding (fuzz/fuzz_targets).
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   # default: 25 s per target, all
+#   scripts/fuzz.sh --build                 # only install cargo-fuzz and build
 #
 # Each target starts from its committed corpus (fuzz/corpus/TARGET, read
 # only; what a run finds goes to a temporary directory). A crash stops the
@@ -11,13 +12,14 @@
 # named regression test (see the README). Runs on stable Rust
 # (`--sanitizer none`); the targets never build the server or mistral.rs.
 source "$(dirname "$0")/env.sh"
+build_only=0
+if [ "${1:-}" = --build ]; then build_only=1; shift; fi
 seconds="${1:-25}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
   mapfile -t targets < <(sed -n 's/^name = "\(.*\)"$/\1/p' "$KINKO_ROOT/fuzz/Cargo.toml" | grep -v '^kinko-fuzz$')
 fi
-CARGO_FUZZ_VERSION=0.13.2
 if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
   log "installing cargo-fuzz $CARGO_FUZZ_VERSION (about 3 minutes, once)"
   env -u CARGO_TARGET_DIR cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
@@ -26,6 +28,7 @@ fuzz_target_dir="$KINKO_CACHE/fuzz-target"
 cd "$KINKO_ROOT/fuzz"
 log "building the fuzz targets (${targets[*]})"
 cargo fuzz build --sanitizer none --target-dir "$fuzz_target_dir"
+[ "$build_only" = 0 ] || exit 0
 status=0
 for t in "${targets[@]}"; do
   found="$(mktemp -d)"

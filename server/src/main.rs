@@ -339,7 +339,7 @@ async fn serve(
     };
     let addr = config.addr;
     if !config.site_root.join("pkg").is_dir() {
-        tracing::warn!(site_root = %config.site_root.display(), "no UI bundle found (build it with `cargo leptos build --release`); the API still works");
+        tracing::warn!(site_root = %config.site_root.display(), "no UI bundle found (build it with scripts/build-ui.sh, or `cargo leptos build --release`); the API still works");
     }
     let mut state = AppState::new(engine, name, metrics, config);
     if let Some(store) = served_store {
