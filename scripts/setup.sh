@@ -85,7 +85,7 @@ step "$what" "$estimate" \
   "read the first 'error' above, or in the UI bundle's log. A rustc killed by signal 9 ran out of memory: run again with CARGO_BUILD_JOBS=1. The first build needs about 10 GB free under $CARGO_TARGET_DIR"
 mkdir -p "$KINKO_CACHE/logs"
 ui_log="$KINKO_CACHE/logs/build-ui.log"
-setsid "$KINKO_ROOT/scripts/build-ui.sh" > "$ui_log" 2>&1 &
+setsid -w "$KINKO_ROOT/scripts/build-ui.sh" > "$ui_log" 2>&1 &
 ui_pid=$!
 # Whatever ends this script early stops the background build too.
 trap 'status=$?; kill -- -"$ui_pid" 2>/dev/null || true; steps_exit $status' EXIT

@@ -24,46 +24,28 @@ step "formatting (cargo fmt --check)" "seconds" "run 'cargo fmt --all' and commi
 (cd "$KINKO_ROOT" && cargo fmt --all -- --check)
 
 logs="$(mktemp -d)"
-venv="$KINKO_CACHE/venv"
-clients_ready() { [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import ollama, openai, pexpect, langchain_ollama' 2>/dev/null; }
-# What the later steps need and a first run lacks, prepared one after the
-# other in the background of the test build, in its own session: the
-# Python clients' virtualenv, cargo-fuzz and the fuzz targets, llama.cpp
-# (llama-cpp-python built from source). Only while the tests compile: a
-# build beside the tests while they run would skew their timings.
+# What the later steps need and a first run lacks (the Python clients'
+# virtualenv, cargo-fuzz and the fuzz targets, llama.cpp) is prepared by
+# scripts/prepare-tests.sh in the background of the test build, in its own
+# session: only while the tests compile, as a build beside the tests while
+# they run would skew their timings.
 prep=()
 clients_ready || prep+=("the Python clients")
 cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION" || prep+=("cargo-fuzz")
 llama_cpp_ready || prep+=("llama.cpp")
 if [ "${#prep[@]}" -gt 0 ]; then
   what="compiling the tests (cargo test --release --no-run); beside them, ${prep[*]}"
-  estimate="about 9 minutes the first time, seconds after"
+  estimate="about 9 minutes the first time"
 else
   what="compiling the tests (cargo test --release --no-run)"
   estimate="a minute or two after a change, seconds when nothing changed"
 fi
 step "$what" "$estimate" "read the first 'error' above, or in the log of what was prepared beside the tests"
-prep_log="$KINKO_CACHE/logs/test-prep.log"
 mkdir -p "$KINKO_CACHE/logs"
-setsid bash -c '
-  source "$KINKO_ROOT/scripts/env.sh"
-  venv="$KINKO_CACHE/venv"
-  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import ollama, openai, pexpect, langchain_ollama" 2>/dev/null; then
-    t0=$SECONDS
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet "ollama==0.6.3" "openai==3.52.0" "pexpect==4.9.0" "langchain-ollama==1.1.0"
-    echo "prep: the Python clients installed in $(minsec $((SECONDS - t0)))"
-  fi
-  t0=$SECONDS
-  "$KINKO_ROOT/scripts/fuzz.sh" --build
-  echo "prep: cargo-fuzz and the fuzz targets ready in $(minsec $((SECONDS - t0)))"
-  if ! llama_cpp_ready; then
-    t0=$SECONDS
-    ensure_llama_cpp
-    echo "prep: llama.cpp built in $(minsec $((SECONDS - t0)))"
-  fi
-' > "$prep_log" 2>&1 &
+prep_log="$KINKO_CACHE/logs/prepare-tests.log"
+setsid -w "$KINKO_ROOT/scripts/prepare-tests.sh" > "$prep_log" 2>&1 &
 prep_pid=$!
+# Whatever ends this script early stops the background work too.
 trap 'status=$?; kill -- -"$prep_pid" 2>/dev/null || true; steps_exit $status' EXIT
 (cd "$KINKO_ROOT" && cargo test --release -p kinko -p kinko-parse -p app --no-run)
 if ! wait "$prep_pid"; then
@@ -72,7 +54,7 @@ if ! wait "$prep_pid"; then
   exit 1
 fi
 trap 'steps_exit $?' EXIT
-sed -n 's/^prep: /    /p' "$prep_log" >&2
+sed -n 's/^prepare-tests: /    /p' "$prep_log" >&2
 
 step "tiers 1-4: unit, router, real-socket and real-model tests (cargo test --release)" "about 6 minutes"
 (cd "$KINKO_ROOT" && cargo test --release -p kinko -p kinko-parse -p app 2>&1) | tee "$logs/cargo.log"
@@ -82,14 +64,14 @@ step "fuzzing: the GGUF validator, the Modelfile parser, the history window, req
 "$KINKO_ROOT/scripts/fuzz.sh" 25 2>&1 | tee "$logs/fuzz.log"
 
 step "API clients (the official ollama and openai Python packages, LangChain's OllamaEmbeddings) and the CLI, against the real binary" "about 3 minutes"
-(cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" "$venv/bin/python" -m unittest -v test_clients test_embeddings test_cli 2>&1) | tee "$logs/clients.log"
+(cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" "$CLIENTS_VENV/bin/python" -m unittest -v test_clients test_embeddings test_cli 2>&1) | tee "$logs/clients.log"
 
 step "benchmark smoke run (kinko, bare engine, llama.cpp; sizes, long chats, cold start, arrivals: one short generation each)" "about 2 minutes"
 ensure_llama_cpp
 (cd "$KINKO_ROOT" && "$LLAMA_PYTHON" bench/bench.py --smoke --json "$logs/bench-smoke.json" 2>&1) | tee "$logs/bench.log"
 
 step "upstreams: kinko in front of llama.cpp's server (two replicas) and a second kinko, through every API (official clients); cancellation, failover, timeouts, a wrong key" "about 2 minutes"
-(cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" LLAMA_PYTHON="$LLAMA_PYTHON" "$venv/bin/python" -m unittest -v test_upstream 2>&1) | tee "$logs/upstream.log"
+(cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" LLAMA_PYTHON="$LLAMA_PYTHON" "$CLIENTS_VENV/bin/python" -m unittest -v test_upstream 2>&1) | tee "$logs/upstream.log"
 
 step "soak, 1-minute version (mixed traffic on every API, random disconnects, 4x the concurrency limit; RSS growth under 20%; bench/soak.py --minutes 30, under 5%, is the real one)" "about 1.5 minutes"
 (cd "$KINKO_ROOT" && KINKO_BIN="$KINKO_BIN" python3 bench/soak.py --minutes 1 --warmup 30 --max-rss-growth 20 2>&1) | tee "$logs/soak.log"
