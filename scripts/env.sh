@@ -63,6 +63,26 @@ steps_exit() {
     printf '    Running the command again resumes: finished steps are skipped.\n' >&2
   fi
 }
+# Work beside a step's build: `beside SCRIPT` starts SCRIPT in the
+# background, in its own session (stopped as a whole if this script ends
+# early), its output in $KINKO_CACHE/logs/NAME.log; `beside_wait` waits for
+# it, shows the log's tail if it failed, else its lines that start "NAME: ".
+beside() {
+  BESIDE_NAME="$(basename "$1" .sh)" BESIDE_LOG="$KINKO_CACHE/logs/$(basename "$1" .sh).log"
+  mkdir -p "$KINKO_CACHE/logs"
+  setsid -w "$1" > "$BESIDE_LOG" 2>&1 &
+  BESIDE_PID=$!
+  trap 'status=$?; kill -- -"$BESIDE_PID" 2>/dev/null || true; steps_exit $status' EXIT
+}
+beside_wait() {
+  if ! wait "$BESIDE_PID"; then
+    tail -n 40 "$BESIDE_LOG" >&2
+    echo "$BESIDE_NAME failed; its whole log: $BESIDE_LOG" >&2
+    exit 1
+  fi
+  trap 'steps_exit $?' EXIT
+  sed -n "s/^$BESIDE_NAME: /    /p" "$BESIDE_LOG" >&2
+}
 # The official API clients for the tests (server/tests/python), in a
 # virtualenv made once and reused.
 CLIENTS_VENV="$KINKO_CACHE/venv"

@@ -67,12 +67,11 @@ if [ "$want_browser" = 1 ]; then
   fi
 fi
 
-# kinko's release build in the foreground; in the background, in its own
-# session (so that it can be stopped as a whole) and its own target
+# kinko's release build in the foreground; beside it, in its own target
 # directory, scripts/build-ui.sh: wasm-bindgen-cli if missing, then the UI
-# bundle. Its output goes to a log, shown if it fails. On two cores the
-# two side by side take less time than one after the other: each has long
-# stretches where it keeps only one core busy.
+# bundle. The big build keeps only one core busy for long stretches, so on
+# two cores the two side by side take less time than one after the other
+# (README, The first run).
 what="building kinko (release) and, beside it, the UI bundle"
 wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION" \
   || what="building kinko (release) and, beside it, wasm-bindgen-cli $WASM_BINDGEN_VERSION and the UI bundle"
@@ -83,21 +82,10 @@ else
 fi
 step "$what" "$estimate" \
   "read the first 'error' above, or in the UI bundle's log. A rustc killed by signal 9 ran out of memory: run again with CARGO_BUILD_JOBS=1. The first build needs about 10 GB free under $CARGO_TARGET_DIR"
-mkdir -p "$KINKO_CACHE/logs"
-ui_log="$KINKO_CACHE/logs/build-ui.log"
-setsid -w "$KINKO_ROOT/scripts/build-ui.sh" > "$ui_log" 2>&1 &
-ui_pid=$!
-# Whatever ends this script early stops the background build too.
-trap 'status=$?; kill -- -"$ui_pid" 2>/dev/null || true; steps_exit $status' EXIT
+beside "$KINKO_ROOT/scripts/build-ui.sh"
 (cd "$KINKO_ROOT" && cargo build --release --package=kinko --bin=kinko --no-default-features)
-printf '    kinko built after %s; the UI bundle (log: %s):\n' "$(minsec $((SECONDS - STEP_START)))" "$ui_log" >&2
-if ! wait "$ui_pid"; then
-  tail -n 40 "$ui_log" >&2
-  echo "the UI bundle failed; its whole log: $ui_log" >&2
-  exit 1
-fi
-trap 'steps_exit $?' EXIT
-sed -n 's/^build-ui: /    /p' "$ui_log" >&2
+printf '    kinko built after %s; the UI bundle (log: %s):\n' "$(minsec $((SECONDS - STEP_START)))" "$BESIDE_LOG" >&2
+beside_wait
 
 if grep -qs '"quantization": "Q8_0"' "$KINKO_HOME/models/${DEFAULT_MODEL_NAME/:/-}/manifest.json" \
    && grep -qs '"kind": "embedding"' "$KINKO_HOME/models/${EMBED_MODEL_NAME/:/-}/manifest.json"; then

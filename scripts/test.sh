@@ -26,9 +26,9 @@ step "formatting (cargo fmt --check)" "seconds" "run 'cargo fmt --all' and commi
 logs="$(mktemp -d)"
 # What the later steps need and a first run lacks (the Python clients'
 # virtualenv, cargo-fuzz and the fuzz targets, llama.cpp) is prepared by
-# scripts/prepare-tests.sh in the background of the test build, in its own
-# session: only while the tests compile, as a build beside the tests while
-# they run would skew their timings.
+# scripts/prepare-tests.sh beside the test build: only while the tests
+# compile, as a build beside the tests while they run would skew their
+# timings.
 prep=()
 clients_ready || prep+=("the Python clients")
 cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION" || prep+=("cargo-fuzz")
@@ -41,20 +41,9 @@ else
   estimate="a minute or two after a change, seconds when nothing changed"
 fi
 step "$what" "$estimate" "read the first 'error' above, or in the log of what was prepared beside the tests"
-mkdir -p "$KINKO_CACHE/logs"
-prep_log="$KINKO_CACHE/logs/prepare-tests.log"
-setsid -w "$KINKO_ROOT/scripts/prepare-tests.sh" > "$prep_log" 2>&1 &
-prep_pid=$!
-# Whatever ends this script early stops the background work too.
-trap 'status=$?; kill -- -"$prep_pid" 2>/dev/null || true; steps_exit $status' EXIT
+beside "$KINKO_ROOT/scripts/prepare-tests.sh"
 (cd "$KINKO_ROOT" && cargo test --release -p kinko -p kinko-parse -p app --no-run)
-if ! wait "$prep_pid"; then
-  tail -n 40 "$prep_log" >&2
-  echo "preparing the later steps failed; the whole log: $prep_log" >&2
-  exit 1
-fi
-trap 'steps_exit $?' EXIT
-sed -n 's/^prepare-tests: /    /p' "$prep_log" >&2
+beside_wait
 
 step "tiers 1-4: unit, router, real-socket and real-model tests (cargo test --release)" "about 6 minutes"
 (cd "$KINKO_ROOT" && cargo test --release -p kinko -p kinko-parse -p app 2>&1) | tee "$logs/cargo.log"
