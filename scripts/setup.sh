@@ -2,17 +2,17 @@
 # Installs what kinko needs to build and run, skipping what is already there,
 # then builds it and installs the default models, in 4 steps (5 with
 # --browser):
-#   1. the wasm32 target;
-#   2. the npm packages in end2end/ (wasm-opt, esbuild, lightningcss,
-#      Playwright);
-#   (3.) with --browser, Debian's Chromium, a Japanese font, curl and
-#      iproute2 for the tests;
-#   3. the release binary and, beside it, scripts/build-ui.sh:
-#      wasm-bindgen-cli (matching Cargo.lock) if missing, then the UI
-#      bundle, what `cargo leptos build --release` writes, without
-#      compiling cargo-leptos, which only the development loop needs
-#      (scripts/dev.sh);
-#   4. the default models (scripts/default-model.sh).
+#   - the wasm32 target;
+#   - the npm packages in end2end/ (wasm-opt, esbuild, lightningcss,
+#     Playwright);
+#   - with --browser only, Debian's Chromium, a Japanese font, curl and
+#     iproute2 for the tests;
+#   - the release binary and, beside it, scripts/build-ui.sh:
+#     wasm-bindgen-cli (matching Cargo.lock) if missing, then the UI
+#     bundle, what `cargo leptos build --release` writes, without
+#     compiling cargo-leptos, which only the development loop needs
+#     (scripts/dev.sh);
+#   - the default models (scripts/default-model.sh).
 # Each step says what it does, where it is ("step 3 of 5") and about how
 # long it takes; a failing one says what to do. Running it again skips
 # what is done.
