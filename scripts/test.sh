@@ -4,9 +4,25 @@
 # the real binary. Installs what it needs first; never skips a tier.
 source "$(dirname "$0")/env.sh"
 # Each step says what it does, where it is and about how long it takes on a
-# 2-core machine; "first run" is a fresh machine after scripts/up.sh.
+# 2-core machine.
 steps "tests" 11
-step "set-up (scripts/setup.sh --browser)" "seconds when scripts/up.sh has run; on a fresh machine about 20 minutes"
+
+# What the later steps need and a first run lacks (the Python clients'
+# virtualenv, cargo-fuzz and the fuzz targets, llama.cpp built from source)
+# is prepared by scripts/prepare-tests.sh in the background from the start
+# until the tests are compiled (never while they run: a build beside them
+# would skew their timings), beside the set-up's build on a fresh machine
+# and the test build after it.
+prep=()
+clients_ready || prep+=("the Python clients")
+cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION" || prep+=("cargo-fuzz")
+llama_cpp_ready || prep+=("llama.cpp")
+what="set-up (scripts/setup.sh --browser)"
+if [ "${#prep[@]}" -gt 0 ]; then
+  what="$what; beside it, ${prep[*]} for later steps"
+  beside "$KINKO_ROOT/scripts/prepare-tests.sh"
+fi
+step "$what" "seconds when scripts/up.sh has run; about 20 minutes on a fresh machine"
 "$KINKO_ROOT/scripts/setup.sh" --browser
 
 if [ ! -x /usr/bin/chromium ]; then
@@ -24,26 +40,12 @@ step "formatting (cargo fmt --check)" "seconds" "run 'cargo fmt --all' and commi
 (cd "$KINKO_ROOT" && cargo fmt --all -- --check)
 
 logs="$(mktemp -d)"
-# What the later steps need and a first run lacks (the Python clients'
-# virtualenv, cargo-fuzz and the fuzz targets, llama.cpp) is prepared by
-# scripts/prepare-tests.sh beside the test build: only while the tests
-# compile, as a build beside the tests while they run would skew their
-# timings.
-prep=()
-clients_ready || prep+=("the Python clients")
-cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION" || prep+=("cargo-fuzz")
-llama_cpp_ready || prep+=("llama.cpp")
-if [ "${#prep[@]}" -gt 0 ]; then
-  what="compiling the tests (cargo test --release --no-run); beside them, ${prep[*]}"
-  estimate="about 9 minutes the first time"
-else
-  what="compiling the tests (cargo test --release --no-run)"
-  estimate="a minute or two after a change, seconds when nothing changed"
-fi
-step "$what" "$estimate" "read the first 'error' above, or in the log of what was prepared beside the tests"
-beside "$KINKO_ROOT/scripts/prepare-tests.sh"
+what="compiling the tests (cargo test --release --no-run)"
+[ "${#prep[@]}" -eq 0 ] || what="$what, then waiting for ${prep[*]}"
+step "$what" "about 2 minutes the first time after scripts/up.sh, seconds when nothing changed" \
+  "read the first 'error' above, or in the log of what was prepared beside it"
 (cd "$KINKO_ROOT" && cargo test --release -p kinko -p kinko-parse -p app --no-run)
-beside_wait
+[ "${#prep[@]}" -eq 0 ] || beside_wait
 
 step "tiers 1-4: unit, router, real-socket and real-model tests (cargo test --release)" "about 6 minutes"
 (cd "$KINKO_ROOT" && cargo test --release -p kinko -p kinko-parse -p app 2>&1) | tee "$logs/cargo.log"
