@@ -14,7 +14,9 @@ bin="$KINKO_ROOT/end2end/node_modules/.bin"
 
 if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
   t0=$SECONDS
-  env -u CARGO_TARGET_DIR cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --locked --force
+  # Not --locked: its lock file names a webpki-roots release crates.io no
+  # longer serves.
+  env -u CARGO_TARGET_DIR cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
   echo "build-ui: installed wasm-bindgen-cli $WASM_BINDGEN_VERSION in $(minsec $((SECONDS - t0)))"
 fi
 

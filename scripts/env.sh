@@ -65,21 +65,34 @@ steps_exit() {
 }
 # Work beside a step's build: `beside SCRIPT` starts SCRIPT in the
 # background, in its own session (stopped as a whole if this script ends
-# early), its output in $KINKO_CACHE/logs/NAME.log; `beside_wait` waits for
-# it, shows the log's tail if it failed, else its lines that start "NAME: ".
+# early), its output in $KINKO_CACHE/logs/NAME.log. If it fails, it says so
+# at once and stops the cargo this script is running (run cargo from the
+# script itself, not from a subshell), so that the step fails now rather
+# than when the build ends; the log's tail is shown. `beside_wait` waits for
+# it and shows its lines that start "NAME: ".
 beside() {
   BESIDE_NAME="$(basename "$1" .sh)" BESIDE_LOG="$KINKO_CACHE/logs/$(basename "$1" .sh).log"
   mkdir -p "$KINKO_CACHE/logs"
-  setsid -w "$1" > "$BESIDE_LOG" 2>&1 &
+  rm -f "$BESIDE_LOG.failed"
+  setsid -w bash -c '
+    "$1" > "$2" 2>&1 && exit 0
+    status=$?
+    touch "$2.failed"
+    printf "\033[1;31m==> %s failed; stopping the build beside it\033[0m\n" "$3" >&2
+    pkill -TERM -P "$4" -x cargo || true
+    exit "$status"' beside "$1" "$BESIDE_LOG" "$BESIDE_NAME" "$$" &
   BESIDE_PID=$!
-  trap 'status=$?; kill -- -"$BESIDE_PID" 2>/dev/null || true; steps_exit $status' EXIT
+  trap 'status=$?; beside_stop; steps_exit $status' EXIT
+}
+beside_stop() {
+  kill -- -"$BESIDE_PID" 2>/dev/null || true
+  if [ -f "$BESIDE_LOG.failed" ]; then
+    tail -n 30 "$BESIDE_LOG" >&2
+    echo "$BESIDE_NAME failed; its whole log: $BESIDE_LOG" >&2
+  fi
 }
 beside_wait() {
-  if ! wait "$BESIDE_PID"; then
-    tail -n 40 "$BESIDE_LOG" >&2
-    echo "$BESIDE_NAME failed; its whole log: $BESIDE_LOG" >&2
-    exit 1
-  fi
+  wait "$BESIDE_PID" || exit 1
   trap 'steps_exit $?' EXIT
   sed -n "s/^$BESIDE_NAME: /    /p" "$BESIDE_LOG" >&2
 }

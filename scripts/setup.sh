@@ -83,7 +83,8 @@ fi
 step "$what" "$estimate" \
   "read the first 'error' above, or in the UI bundle's log. A rustc killed by signal 9 ran out of memory: run again with CARGO_BUILD_JOBS=1. The first build needs about 10 GB free under $CARGO_TARGET_DIR"
 beside "$KINKO_ROOT/scripts/build-ui.sh"
-(cd "$KINKO_ROOT" && cargo build --release --package=kinko --bin=kinko --no-default-features)
+cd "$KINKO_ROOT"
+cargo build --release --package=kinko --bin=kinko --no-default-features
 printf '    kinko built after %s; the UI bundle (log: %s):\n' "$(minsec $((SECONDS - STEP_START)))" "$BESIDE_LOG" >&2
 beside_wait
 

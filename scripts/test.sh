@@ -44,7 +44,8 @@ what="compiling the tests (cargo test --release --no-run)"
 [ "${#prep[@]}" -eq 0 ] || what="$what, then waiting for ${prep[*]}"
 step "$what" "about 2 minutes the first time after scripts/up.sh, seconds when nothing changed" \
   "read the first 'error' above, or in the log of what was prepared beside it"
-(cd "$KINKO_ROOT" && cargo test --release -p kinko -p kinko-parse -p app --no-run)
+cd "$KINKO_ROOT"
+cargo test --release -p kinko -p kinko-parse -p app --no-run
 [ "${#prep[@]}" -eq 0 ] || beside_wait
 
 step "tiers 1-4: unit, router, real-socket and real-model tests (cargo test --release)" "about 6 minutes"
