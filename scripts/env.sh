@@ -78,7 +78,7 @@ beside() {
     "$1" > "$2" 2>&1 && exit 0
     status=$?
     touch "$2.failed"
-    printf "\033[1;31m==> %s failed; stopping the build beside it\033[0m\n" "$3" >&2
+    printf "\033[1;31m==> %s failed (log: %s)\033[0m\n" "$3" "$2" >&2
     pkill -TERM -P "$4" -x cargo || true
     exit "$status"' beside "$1" "$BESIDE_LOG" "$BESIDE_NAME" "$$" &
   BESIDE_PID=$!

@@ -81,7 +81,7 @@ else
   estimate="about 20 minutes the first time on 2 cores, most of it mistral.rs"
 fi
 step "$what" "$estimate" \
-  "read the first 'error' above, or in the UI bundle's log. A rustc killed by signal 9 ran out of memory: run again with CARGO_BUILD_JOBS=1. The first build needs about 10 GB free under $CARGO_TARGET_DIR"
+  "read the first 'error' above, or in the UI bundle's log. A rustc killed by signal 9 ran out of memory: run again with CARGO_BUILD_JOBS=1. The first build writes about 3 GB under $CARGO_TARGET_DIR"
 beside "$KINKO_ROOT/scripts/build-ui.sh"
 cd "$KINKO_ROOT"
 cargo build --release --package=kinko --bin=kinko --no-default-features

@@ -48,31 +48,31 @@ cd "$KINKO_ROOT"
 cargo test --release -p kinko -p kinko-parse -p app --no-run
 [ "${#prep[@]}" -eq 0 ] || beside_wait
 
-step "tiers 1-4: unit, router, real-socket and real-model tests (cargo test --release)" "about 6 minutes"
+step "tiers 1-4: unit, router, real-socket and real-model tests (cargo test --release)" "about a minute"
 (cd "$KINKO_ROOT" && cargo test --release -p kinko -p kinko-parse -p app 2>&1) | tee "$logs/cargo.log"
 
 step "fuzzing: the GGUF validator, the Modelfile parser, the history window, request decoding and upstream replies (cargo-fuzz, 25 s per target)" "about 2 minutes" \
   "a crash keeps its input in fuzz/artifacts/: make it a named regression test (README, Tests)"
 "$KINKO_ROOT/scripts/fuzz.sh" 25 2>&1 | tee "$logs/fuzz.log"
 
-step "API clients (the official ollama and openai Python packages, LangChain's OllamaEmbeddings) and the CLI, against the real binary" "about 3 minutes"
+step "API clients (the official ollama and openai Python packages, LangChain's OllamaEmbeddings) and the CLI, against the real binary" "about 45 seconds"
 (cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" "$CLIENTS_VENV/bin/python" -m unittest -v test_clients test_embeddings test_cli 2>&1) | tee "$logs/clients.log"
 
-step "benchmark smoke run (kinko, bare engine, llama.cpp; sizes, long chats, cold start, arrivals: one short generation each)" "about 2 minutes"
+step "benchmark smoke run (kinko, bare engine, llama.cpp; sizes, long chats, cold start, arrivals: one short generation each)" "about 40 seconds"
 ensure_llama_cpp
 (cd "$KINKO_ROOT" && "$LLAMA_PYTHON" bench/bench.py --smoke --json "$logs/bench-smoke.json" 2>&1) | tee "$logs/bench.log"
 
-step "upstreams: kinko in front of llama.cpp's server (two replicas) and a second kinko, through every API (official clients); cancellation, failover, timeouts, a wrong key" "about 2 minutes"
+step "upstreams: kinko in front of llama.cpp's server (two replicas) and a second kinko, through every API (official clients); cancellation, failover, timeouts, a wrong key" "about 25 seconds"
 (cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" LLAMA_PYTHON="$LLAMA_PYTHON" "$CLIENTS_VENV/bin/python" -m unittest -v test_upstream 2>&1) | tee "$logs/upstream.log"
 
-step "soak, 1-minute version (mixed traffic on every API, random disconnects, 4x the concurrency limit; RSS growth under 20%; bench/soak.py --minutes 30, under 5%, is the real one)" "about 1.5 minutes"
+step "soak, 1-minute version (mixed traffic on every API, random disconnects, 4x the concurrency limit; RSS growth under 20%; bench/soak.py --minutes 30, under 5%, is the real one)" "about 70 seconds"
 (cd "$KINKO_ROOT" && KINKO_BIN="$KINKO_BIN" python3 bench/soak.py --minutes 1 --warmup 30 --max-rss-growth 20 2>&1) | tee "$logs/soak.log"
 
-step "chat page benchmark smoke run (headless Chromium, the fake engine at 1 ms/token)" "about a minute"
+step "chat page benchmark smoke run (headless Chromium, the fake engine at 1 ms/token)" "about 15 seconds"
 (cd "$KINKO_ROOT" && KINKO_BENCH_TOKEN_MS=1 KINKO_BIN="$KINKO_BIN" KINKO_SITE_ROOT="$KINKO_ROOT/target/site" \
   node bench/ui.mjs 2>&1) | tee "$logs/bench-ui.log"
 
-step "tier 5: browser tests (Playwright, /usr/bin/chromium, the real binary)" "about 3 minutes" \
+step "tier 5: browser tests (Playwright, /usr/bin/chromium, the real binary)" "about a minute" \
   "the report of a failed test (with its screenshot) is in end2end/test-results/"
 (cd "$KINKO_ROOT/end2end" && KINKO_BIN="$KINKO_BIN" KINKO_SITE_ROOT="$KINKO_ROOT/target/site" \
   npx playwright test 2>&1) | tee "$logs/e2e.log"
