@@ -3,7 +3,7 @@
 # does (the same cargo invocation for wasm32, wasm-bindgen --target=web,
 # wasm-opt -Oz, minified JS and CSS, the public/ assets), without
 # compiling cargo-leptos first: on a fresh machine that alone takes about
-# 13 minutes. cargo-leptos stays the tool of the development loop
+# 18 minutes. cargo-leptos stays the tool of the development loop
 # (scripts/dev.sh, `cargo leptos watch`); both write the same files.
 # Installs wasm-bindgen-cli (matching Cargo.lock) first if it is missing.
 # Lines starting "build-ui: " say what was done and how long it took.

@@ -21,7 +21,7 @@ if [ "${#targets[@]}" -eq 0 ]; then
   mapfile -t targets < <(sed -n 's/^name = "\(.*\)"$/\1/p' "$KINKO_ROOT/fuzz/Cargo.toml" | grep -v '^kinko-fuzz$')
 fi
 if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
-  log "installing cargo-fuzz $CARGO_FUZZ_VERSION (about 3 minutes, once)"
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION (about a minute, once)"
   env -u CARGO_TARGET_DIR cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 fuzz_target_dir="$KINKO_CACHE/fuzz-target"

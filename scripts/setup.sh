@@ -27,7 +27,7 @@ done
 
 steps "set-up" $((4 + want_browser))
 if [ ! -x "$KINKO_BIN" ]; then
-  log "kinko's first set-up: about 25 minutes on a 2-core machine, most of it compiling mistral.rs once; later runs take seconds"
+  log "kinko's first set-up: about 24 minutes on a 2-core machine, most of it compiling mistral.rs once; later runs take seconds"
 fi
 
 if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
@@ -69,16 +69,15 @@ fi
 
 # kinko's release build in the foreground; beside it, in its own target
 # directory, scripts/build-ui.sh: wasm-bindgen-cli if missing, then the UI
-# bundle. The big build keeps only one core busy for long stretches, so on
-# two cores the two side by side take less time than one after the other
-# (README, The first run).
+# bundle. Side by side they took about 4% less than the parts alone (README,
+# The first run), and a failing UI build stops the step at once.
 what="building kinko (release) and, beside it, the UI bundle"
 wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION" \
   || what="building kinko (release) and, beside it, wasm-bindgen-cli $WASM_BINDGEN_VERSION and the UI bundle"
 if [ -x "$KINKO_BIN" ]; then
   estimate="a minute or two after a change to kinko, seconds when nothing changed"
 else
-  estimate="about 20 minutes the first time on 2 cores, most of it mistral.rs"
+  estimate="about 23 minutes the first time on 2 cores, most of it mistral.rs"
 fi
 step "$what" "$estimate" \
   "read the first 'error' above, or in the UI bundle's log. A rustc killed by signal 9 ran out of memory: run again with CARGO_BUILD_JOBS=1. The first build writes about 3 GB under $CARGO_TARGET_DIR"

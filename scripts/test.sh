@@ -17,12 +17,13 @@ prep=()
 clients_ready || prep+=("the Python clients")
 cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION" || prep+=("cargo-fuzz")
 llama_cpp_ready || prep+=("llama.cpp")
+prepared="$(printf '%s, ' "${prep[@]}")" prepared="${prepared%, }"
 what="set-up (scripts/setup.sh --browser)"
 if [ "${#prep[@]}" -gt 0 ]; then
-  what="$what; beside it, ${prep[*]} for later steps"
+  what="$what; beside it, for later steps: $prepared"
   beside "$KINKO_ROOT/scripts/prepare-tests.sh"
 fi
-step "$what" "seconds when scripts/up.sh has run; about 20 minutes on a fresh machine"
+step "$what" "seconds when scripts/up.sh has run; about 24 minutes on a fresh machine"
 "$KINKO_ROOT/scripts/setup.sh" --browser
 
 if [ ! -x /usr/bin/chromium ]; then
@@ -41,8 +42,10 @@ step "formatting (cargo fmt --check)" "seconds" "run 'cargo fmt --all' and commi
 
 logs="$(mktemp -d)"
 what="compiling the tests (cargo test --release --no-run)"
-[ "${#prep[@]}" -eq 0 ] || what="$what, then waiting for ${prep[*]}"
-step "$what" "about 2 minutes the first time after scripts/up.sh, seconds when nothing changed" \
+[ "${#prep[@]}" -eq 0 ] || what="$what, then waiting for what is prepared beside it ($prepared)"
+estimate="a minute or two after a change, seconds when nothing changed"
+[ "${#prep[@]}" -eq 0 ] || estimate="about 8 minutes the first time, most of it llama.cpp"
+step "$what" "$estimate" \
   "read the first 'error' above, or in the log of what was prepared beside it"
 cd "$KINKO_ROOT"
 cargo test --release -p kinko -p kinko-parse -p app --no-run
