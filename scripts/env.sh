@@ -100,12 +100,13 @@ beside_wait() {
 # virtualenv made once and reused.
 CLIENTS_VENV="$KINKO_CACHE/venv"
 clients_ready() {
-  [ -x "$CLIENTS_VENV/bin/python" ] && "$CLIENTS_VENV/bin/python" -c 'import ollama, openai, pexpect, langchain_ollama' 2>/dev/null
+  [ -x "$CLIENTS_VENV/bin/python" ] && "$CLIENTS_VENV/bin/python" -c 'import ollama, openai, pexpect, langchain_ollama, jsonschema' 2>/dev/null
 }
 ensure_clients() {
   if ! clients_ready; then
     python3 -m venv "$CLIENTS_VENV"
-    "$CLIENTS_VENV/bin/pip" install --quiet "ollama==0.6.3" "openai==3.52.0" "pexpect==4.9.0" "langchain-ollama==1.1.0"
+    "$CLIENTS_VENV/bin/pip" install --quiet "ollama==0.6.3" "openai==3.52.0" "pexpect==4.9.0" "langchain-ollama==1.1.0" \
+      "jsonschema==4.26.0"
   fi
 }
 # llama.cpp for the benchmark and the upstream tests: llama-cpp-python built

@@ -458,6 +458,7 @@ impl Chat {
                 num_ctx: self.num_ctx,
                 ..ChatOptions::default()
             },
+            format: None,
         }
     }
 

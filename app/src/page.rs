@@ -1317,6 +1317,7 @@ mod tests {
             architecture: "llama".into(),
             preset: Default::default(),
             upstream: None,
+            capabilities: Vec::new(),
         }
     }
 
@@ -1324,6 +1325,7 @@ mod tests {
     fn remote_models_are_grouped_by_upstream_after_the_local_ones() {
         let remote = |name: &str, u: &str| ModelSummary {
             upstream: Some(u.into()),
+            capabilities: Vec::new(),
             quantization: String::new(),
             ..summary(name)
         };

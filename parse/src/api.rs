@@ -99,6 +99,66 @@ pub struct ChatRequest {
     /// Sampling options.
     #[serde(default)]
     pub options: ChatOptions,
+    /// The shape the answer must have (none: free text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<AnswerFormat>,
+}
+
+/// What a model can do, as Ollama names it in `capabilities`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    /// Answers prompts (every chat model).
+    Completion,
+    /// Calls tools the request offers.
+    Tools,
+    /// Thinks before answering, apart from the answer.
+    Thinking,
+    /// Reads images.
+    Vision,
+    /// Fills in the middle (`suffix`).
+    Insert,
+    /// Makes embedding vectors.
+    Embedding,
+}
+
+impl Capability {
+    /// Ollama's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Completion => "completion",
+            Capability::Tools => "tools",
+            Capability::Thinking => "thinking",
+            Capability::Vision => "vision",
+            Capability::Insert => "insert",
+            Capability::Embedding => "embedding",
+        }
+    }
+}
+
+/// The shape an answer must have: generation is constrained to it, so the
+/// answer parses (when it is not cut short by `max_tokens`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AnswerFormat {
+    /// A JSON object (Ollama's `format: "json"`, OpenAI's `json_object`).
+    Json,
+    /// JSON valid against `schema` (Ollama's `format: {…}`, OpenAI's
+    /// `json_schema`).
+    JsonSchema {
+        /// The JSON schema.
+        schema: serde_json::Value,
+    },
+}
+
+impl AnswerFormat {
+    /// The JSON schema generation follows.
+    pub fn schema(&self) -> serde_json::Value {
+        match self {
+            AnswerFormat::Json => serde_json::json!({"type": "object"}),
+            AnswerFormat::JsonSchema { schema } => schema.clone(),
+        }
+    }
 }
 
 /// One entry of `GET /api/models`.
@@ -122,6 +182,10 @@ pub struct ModelSummary {
     /// another machine; none for a local model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// What it can do (completion, tools, thinking, …), from the model and
+    /// its chat template; empty where unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<Capability>,
 }
 
 /// A system prompt and sampling settings: what a model's preset sets, and

@@ -3,7 +3,7 @@
 //! `/api/generate`, OpenAI's `/v1/chat/completions`. Every refusal is one
 //! line for the client (the server answers it with 422 in that API's shape).
 
-use crate::api::{ChatMessage, ChatOptions, ChatRequest, Role};
+use crate::api::{AnswerFormat, Capability, ChatMessage, ChatOptions, ChatRequest, Role};
 
 /// `text` on one line: control characters (a newline in a field name the
 /// client sent, say) written as escapes, so a refusal that quotes the
@@ -94,7 +94,7 @@ pub fn check_messages(messages: &[ChatMessage]) -> Result<(), String> {
 
 /// Ollama's chat and generate requests.
 pub mod ollama {
-    use super::{one_line, ChatMessage, ChatOptions, ChatRequest, Role};
+    use super::{one_line, AnswerFormat, Capability, ChatMessage, ChatOptions, ChatRequest, Role};
     use serde::Deserialize;
     use serde_json::{Map, Value};
 
@@ -106,6 +106,9 @@ pub mod ollama {
         /// The text.
         #[serde(default)]
         pub content: String,
+        /// Images (base64), for a model that sees.
+        #[serde(default)]
+        pub images: Option<Vec<Value>>,
     }
 
     /// `POST /api/chat`.
@@ -125,6 +128,15 @@ pub mod ollama {
         /// Ollama's options.
         #[serde(default)]
         pub options: Option<Map<String, Value>>,
+        /// `"json"` or a JSON schema the answer must follow.
+        #[serde(default)]
+        pub format: Option<Value>,
+        /// Tools the model may call.
+        #[serde(default)]
+        pub tools: Option<Vec<Value>>,
+        /// Think before answering (`true`, or a level such as `"high"`).
+        #[serde(default)]
+        pub think: Option<Value>,
     }
 
     /// `POST /api/generate`.
@@ -147,9 +159,56 @@ pub mod ollama {
         /// Ollama's options.
         #[serde(default)]
         pub options: Option<Map<String, Value>>,
+        /// `"json"` or a JSON schema the answer must follow.
+        #[serde(default)]
+        pub format: Option<Value>,
+        /// Think before answering.
+        #[serde(default)]
+        pub think: Option<Value>,
+        /// Images (base64), for a model that sees.
+        #[serde(default)]
+        pub images: Option<Vec<Value>>,
+        /// Text after the insertion point (fill-in-the-middle).
+        #[serde(default)]
+        pub suffix: Option<String>,
+        /// The prompt as it is, without the chat template.
+        #[serde(default)]
+        pub raw: Option<bool>,
+        /// A prompt template in Ollama's Go syntax, instead of the model's.
+        #[serde(default)]
+        pub template: Option<String>,
+        /// The token context an earlier answer returned (deprecated).
+        #[serde(default)]
+        pub context: Option<Vec<Value>>,
     }
 
-    /// A role's name.
+    /// Ollama's `format`: none (`null`, `""`), `"json"` or a JSON schema
+    /// (an object).
+    pub fn format(v: Option<&Value>) -> Result<Option<AnswerFormat>, String> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) if s == "json" => Ok(Some(AnswerFormat::Json)),
+            Some(Value::Object(_)) => Ok(v.cloned().map(|schema| AnswerFormat::JsonSchema { schema })),
+            Some(other) => Err(one_line(&format!(
+                "invalid format `{other}`: use \"json\" or a JSON schema object"
+            ))),
+        }
+    }
+
+    /// What `think` asks for: `false`, `null` or none ask nothing; `true`
+    /// or a level (`"low"`, `"medium"`, `"high"`) need a thinking model.
+    pub fn think_needed(v: Option<&Value>) -> Result<bool, String> {
+        match v {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(false),
+            Some(Value::Bool(true)) => Ok(true),
+            Some(Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => Ok(true),
+            Some(other) => Err(one_line(&format!(
+                "invalid think value `{other}`: use true, false, \"low\", \"medium\" or \"high\""
+            ))),
+        }
+    }
+
     pub fn role(r: &str) -> Result<Role, String> {
         match r {
             "system" => Ok(Role::System),
@@ -219,13 +278,46 @@ pub mod ollama {
                 model: self.model.clone(),
                 messages,
                 options: options(self.options.as_ref())?,
+                format: format(self.format.as_ref())?,
             })
+        }
+
+        /// What the model must be able to do for this request, beyond
+        /// completion.
+        pub fn needs(&self) -> Result<Vec<Capability>, String> {
+            let mut needs = Vec::new();
+            if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+                needs.push(Capability::Tools);
+            }
+            if think_needed(self.think.as_ref())? {
+                needs.push(Capability::Thinking);
+            }
+            if self
+                .messages
+                .iter()
+                .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty()))
+            {
+                needs.push(Capability::Vision);
+            }
+            Ok(needs)
         }
     }
 
     impl GenerateBody {
-        /// The request this body asks for (when it has a prompt).
+        /// The request this body asks for (when it has a prompt). A raw
+        /// prompt, a Go template and an earlier answer's context are
+        /// refused: kinko formats prompts with the model's own chat template
+        /// and keeps no token context between requests.
         pub fn chat_request(&self) -> Result<ChatRequest, String> {
+            if self.raw == Some(true) {
+                return Err("raw prompts are not supported: send the prompt without `raw` (kinko applies the model's chat template)".into());
+            }
+            if self.template.as_ref().is_some_and(|t| !t.is_empty()) {
+                return Err("`template` is not supported: kinko formats prompts with the model's own chat template".into());
+            }
+            if self.context.as_ref().is_some_and(|c| !c.is_empty()) {
+                return Err("`context` is not supported: send the conversation to /api/chat instead".into());
+            }
             let mut messages = Vec::new();
             if let Some(system) = self.system.as_ref().filter(|s| !s.trim().is_empty()) {
                 messages.push(ChatMessage::new(Role::System, system.clone()));
@@ -235,14 +327,31 @@ pub mod ollama {
                 model: self.model.clone(),
                 messages,
                 options: options(self.options.as_ref())?,
+                format: format(self.format.as_ref())?,
             })
+        }
+
+        /// What the model must be able to do for this request, beyond
+        /// completion.
+        pub fn needs(&self) -> Result<Vec<Capability>, String> {
+            let mut needs = Vec::new();
+            if self.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
+                needs.push(Capability::Insert);
+            }
+            if think_needed(self.think.as_ref())? {
+                needs.push(Capability::Thinking);
+            }
+            if self.images.as_ref().is_some_and(|i| !i.is_empty()) {
+                needs.push(Capability::Vision);
+            }
+            Ok(needs)
         }
     }
 }
 
 /// OpenAI's chat completions request.
 pub mod openai {
-    use super::{one_line, ChatMessage, ChatOptions, ChatRequest, Role};
+    use super::{one_line, AnswerFormat, Capability, ChatMessage, ChatOptions, ChatRequest, Role};
     use serde::Deserialize;
     use serde_json::Value;
 
@@ -317,6 +426,157 @@ pub mod openai {
         /// A string or a list of strings.
         #[serde(default)]
         pub stop: Option<Value>,
+        /// `{"type": "text" | "json_object" | "json_schema", …}`.
+        #[serde(default)]
+        pub response_format: Option<Value>,
+        /// Tools the model may call.
+        #[serde(default)]
+        pub tools: Option<Vec<Value>>,
+        /// `none`, `auto`, `required` or one function.
+        #[serde(default)]
+        pub tool_choice: Option<Value>,
+        /// How hard a reasoning model thinks.
+        #[serde(default)]
+        pub reasoning_effort: Option<Value>,
+        /// Return log probabilities (not supported).
+        #[serde(default)]
+        pub logprobs: Option<bool>,
+        /// How many alternatives per token to return (not supported).
+        #[serde(default)]
+        pub top_logprobs: Option<Value>,
+    }
+
+    /// OpenAI's `response_format`: `text` (or none), `json_object`, or
+    /// `json_schema` with its `schema`.
+    pub fn response_format(v: Option<&Value>) -> Result<Option<AnswerFormat>, String> {
+        let Some(v) = v.filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        match v.get("type").and_then(Value::as_str) {
+            Some("text") => Ok(None),
+            Some("json_object") => Ok(Some(AnswerFormat::Json)),
+            Some("json_schema") => match v.get("json_schema").and_then(|j| j.get("schema")) {
+                Some(schema @ Value::Object(_)) => Ok(Some(AnswerFormat::JsonSchema {
+                    schema: schema.clone(),
+                })),
+                _ => Err("response_format.json_schema.schema must be a JSON schema object".into()),
+            },
+            Some(other) => Err(format!(
+                "response_format type `{}` is not supported (text, json_object, json_schema)",
+                one_line(other)
+            )),
+            None => Err("response_format needs a `type` (text, json_object, json_schema)".into()),
+        }
+    }
+
+    /// `POST /v1/completions`, OpenAI's legacy completions: a prompt in,
+    /// text out. As Ollama does, the prompt is answered as one user turn
+    /// with the model's chat template.
+    #[derive(Debug, Deserialize)]
+    pub struct LegacyBody {
+        /// The model.
+        pub model: String,
+        /// A string, or a list of exactly one string.
+        pub prompt: Value,
+        /// Stream server-sent events.
+        #[serde(default)]
+        pub stream: bool,
+        /// Streaming options.
+        #[serde(default)]
+        pub stream_options: Option<StreamOptions>,
+        /// Sampling temperature.
+        #[serde(default)]
+        pub temperature: Option<f64>,
+        /// Nucleus sampling mass.
+        #[serde(default)]
+        pub top_p: Option<f64>,
+        /// Answer length.
+        #[serde(default)]
+        pub max_tokens: Option<usize>,
+        /// Answers wanted (only 1).
+        #[serde(default)]
+        pub n: Option<usize>,
+        /// Candidates to pick the best of (only 1).
+        #[serde(default)]
+        pub best_of: Option<usize>,
+        /// A string or a list of strings.
+        #[serde(default)]
+        pub stop: Option<Value>,
+        /// Text after the insertion point (needs a fill-in-the-middle model).
+        #[serde(default)]
+        pub suffix: Option<String>,
+        /// Repeat the prompt before the answer (not supported).
+        #[serde(default)]
+        pub echo: Option<bool>,
+        /// Log probabilities of the top tokens (not supported).
+        #[serde(default)]
+        pub logprobs: Option<Value>,
+    }
+
+    impl LegacyBody {
+        /// The request this body asks for.
+        pub fn chat_request(&self) -> Result<ChatRequest, String> {
+            if self.n.is_some_and(|n| n != 1) || self.best_of.is_some_and(|n| n != 1) {
+                return Err("only n = 1 and best_of = 1 are supported".into());
+            }
+            if self.echo == Some(true) {
+                return Err("echo is not supported".into());
+            }
+            if self.logprobs.as_ref().is_some_and(|v| !v.is_null()) {
+                return Err("logprobs are not supported".into());
+            }
+            let prompt = match &self.prompt {
+                Value::String(s) => s.clone(),
+                Value::Array(items) if items.len() == 1 && items[0].is_string() => {
+                    items[0].as_str().unwrap_or_default().to_string()
+                }
+                Value::Array(items) if items.iter().all(Value::is_string) => {
+                    return Err("only one prompt per request is supported".into())
+                }
+                _ => {
+                    return Err(
+                        "prompt must be a string (token arrays are not supported)".into()
+                    )
+                }
+            };
+            Ok(ChatRequest {
+                model: self.model.clone(),
+                messages: vec![ChatMessage::new(Role::User, prompt)],
+                options: ChatOptions {
+                    temperature: self.temperature,
+                    top_p: self.top_p,
+                    max_tokens: self.max_tokens,
+                    stop: stop_list(self.stop.as_ref())?,
+                    ..ChatOptions::default()
+                },
+                format: None,
+            })
+        }
+
+        /// What the model must be able to do for this request, beyond
+        /// completion.
+        pub fn needs(&self) -> Vec<Capability> {
+            if self.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
+                vec![Capability::Insert]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+
+    /// `stop`: a string or a list of strings.
+    fn stop_list(stop: Option<&Value>) -> Result<Option<Vec<String>>, String> {
+        let bad_stop = || "stop must be a string or a list of strings".to_string();
+        match stop {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(String::from).ok_or_else(bad_stop))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(bad_stop()),
+        }
     }
 
     /// One message as kinko's.
@@ -336,6 +596,9 @@ pub mod openai {
             None => String::new(),
             Some(Content::Text(t)) => t.clone(),
             Some(Content::Parts(parts)) => {
+                if parts.iter().any(|p| p.kind == "image_url") {
+                    return Err("image parts need a model that sees (vision)".into());
+                }
                 if let Some(p) = parts.iter().find(|p| p.kind != "text") {
                     return Err(format!(
                         "content parts of type `{}` are not supported",
@@ -358,22 +621,15 @@ pub mod openai {
             if self.n.is_some_and(|n| n != 1) {
                 return Err("only n = 1 is supported".into());
             }
+            if self.logprobs == Some(true) || self.top_logprobs.as_ref().is_some_and(|v| !v.is_null()) {
+                return Err("logprobs are not supported".into());
+            }
             let messages = self
                 .messages
                 .iter()
                 .map(to_message)
                 .collect::<Result<Vec<_>, _>>()?;
-            let bad_stop = || "stop must be a string or a list of strings".to_string();
-            let stop = match &self.stop {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(vec![s.clone()]),
-                Some(Value::Array(a)) => Some(
-                    a.iter()
-                        .map(|v| v.as_str().map(String::from).ok_or_else(bad_stop))
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-                Some(_) => return Err(bad_stop()),
-            };
+            let stop = stop_list(self.stop.as_ref())?;
             Ok(ChatRequest {
                 model: self.model.clone(),
                 messages,
@@ -384,7 +640,40 @@ pub mod openai {
                     stop,
                     ..ChatOptions::default()
                 },
+                format: response_format(self.response_format.as_ref())?,
             })
+        }
+
+        /// Whether the request offers tools the model may call: `tools`,
+        /// unless `tool_choice` is `none` (then the model answers in text,
+        /// which honours it).
+        pub fn offers_tools(&self) -> bool {
+            self.tools.as_ref().is_some_and(|t| !t.is_empty())
+                && self.tool_choice.as_ref().and_then(Value::as_str) != Some("none")
+        }
+
+        /// What the model must be able to do for this request, beyond
+        /// completion.
+        pub fn needs(&self) -> Vec<Capability> {
+            let mut needs = Vec::new();
+            if self.offers_tools() {
+                needs.push(Capability::Tools);
+            }
+            if self
+                .reasoning_effort
+                .as_ref()
+                .is_some_and(|e| !e.is_null() && e.as_str() != Some("none"))
+            {
+                needs.push(Capability::Thinking);
+            }
+            let sees = |m: &Message| match &m.content {
+                Some(Content::Parts(parts)) => parts.iter().any(|p| p.kind == "image_url"),
+                _ => false,
+            };
+            if self.messages.iter().any(sees) {
+                needs.push(Capability::Vision);
+            }
+            needs
         }
     }
 }

@@ -38,6 +38,10 @@ pub enum ApiError {
     /// request to an embedding model, or the other way round).
     #[error("{0}")]
     WrongKind(String),
+    /// 400: the request needs something the model cannot do (tools,
+    /// thinking, vision), in Ollama's words.
+    #[error("{0}")]
+    Unsupported(String),
     /// 404: no such route.
     #[error("no route for {0}")]
     NotFound(String),
@@ -106,7 +110,9 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) | ApiError::WrongKind(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson(_) | ApiError::WrongKind(_) | ApiError::Unsupported(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -129,6 +135,7 @@ impl ApiError {
             ApiError::Invalid { code, .. } => code,
             ApiError::UnknownModel(_) => "unknown_model",
             ApiError::WrongKind(_) => "wrong_model_kind",
+            ApiError::Unsupported(_) => "unsupported_capability",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unauthorized(_) => "unauthorized",

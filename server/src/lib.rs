@@ -191,11 +191,19 @@ async fn refuse_announced_oversize(
 /// login, with every guard.
 pub fn api_router(state: AppState) -> Router {
     let router = api_routes()
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_string()) })
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(|uri: Uri| async move {
+            routes::error_for_path(uri.path(), ApiError::NotFound(uri.path().to_string()))
+        })
         .with_state(state.clone())
-        .merge(security::login_router(state.security.clone()));
+        .merge(security::login_router(state.security.clone()))
+        .layer(axum::middleware::from_fn(routes::health::server_probe));
     secured(router, &state)
+}
+
+/// 405 in the shape of the API the path belongs to.
+async fn method_not_allowed(uri: Uri) -> Response {
+    routes::error_for_path(uri.path(), ApiError::MethodNotAllowed)
 }
 
 /// The whole application: the API plus the server-rendered, hydrated UI and
@@ -205,10 +213,11 @@ pub fn router(state: AppState) -> Router {
     let options = state.leptos_options.clone();
     let router = api_routes()
         .leptos_routes(&state, routes, move || csp::page_shell(options.clone()))
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
         .with_state(state.clone())
-        .merge(security::login_router(state.security.clone()));
+        .merge(security::login_router(state.security.clone()))
+        .layer(axum::middleware::from_fn(routes::health::server_probe));
     secured(router, &state)
         .layer(axum::middleware::from_fn(csp::default_policy))
         .layer(TraceLayer::new_for_http())
@@ -223,7 +232,7 @@ const NOT_FOUND_PAGE: &str = "<!DOCTYPE html><html lang=\"en\"><head><meta chars
 async fn fallback(uri: Uri, State(state): State<AppState>, req: Request<Body>) -> Response {
     let path = uri.path();
     if path.starts_with("/api/") || path.starts_with("/v1/") || path == "/metrics" {
-        return ApiError::NotFound(path.to_string()).into_response();
+        return routes::error_for_path(path, ApiError::NotFound(path.to_string()));
     }
     // A static file of the UI bundle, or the not-found page (the chat page
     // lives at `/` only, so nothing is rendered for other paths).

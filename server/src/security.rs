@@ -225,26 +225,26 @@ pub async fn check_host_and_origin(
     let headers = req.headers();
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !sec.host_allowed(host) {
-        return ApiError::Forbidden {
+        let err = ApiError::Forbidden {
             code: "host_not_allowed",
             message: format!(
                 "Host `{}` is not allowed; add it with --allowed-hosts",
                 host.unwrap_or("")
             ),
-        }
-        .into_response();
+        };
+        return crate::routes::error_for_path(req.uri().path(), err);
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let allowed = origin.to_str().is_ok_and(|o| sec.origin_allowed(o, host));
         if !allowed {
-            return ApiError::Forbidden {
+            let err = ApiError::Forbidden {
                 code: "origin_not_allowed",
                 message: format!(
                     "Origin `{}` is not allowed; add it with --allowed-origins",
                     origin.to_str().unwrap_or("?")
                 ),
-            }
-            .into_response();
+            };
+            return crate::routes::error_for_path(req.uri().path(), err);
         }
     }
     next.run(req).await
@@ -252,7 +252,11 @@ pub async fn check_host_and_origin(
 
 /// Middleware: the API key (Bearer header or session cookie).
 pub async fn require_key(State(sec): State<Arc<Security>>, req: Request, next: Next) -> Response {
-    if !sec.requires_key() || is_public(req.uri().path()) || sec.authorized(req.headers()) {
+    if !sec.requires_key()
+        || is_public(req.uri().path())
+        || crate::routes::health::is_server_probe(&req)
+        || sec.authorized(req.headers())
+    {
         return next.run(req).await;
     }
     let wants_html = req.method() == Method::GET
@@ -264,10 +268,12 @@ pub async fn require_key(State(sec): State<Arc<Security>>, req: Request, next: N
     if wants_html {
         return Redirect::to("/login").into_response();
     }
-    let mut resp = ApiError::Unauthorized(
-        "a valid API key is required: send `Authorization: Bearer <key>`".into(),
-    )
-    .into_response();
+    let mut resp = crate::routes::error_for_path(
+        req.uri().path(),
+        ApiError::Unauthorized(
+            "a valid API key is required: send `Authorization: Bearer <key>`".into(),
+        ),
+    );
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"kinko\""),

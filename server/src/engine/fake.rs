@@ -169,6 +169,7 @@ impl ChatEngine for FakeEngine {
                 architecture: "fake".into(),
                 preset: Default::default(),
                 upstream: None,
+                capabilities: vec![app::api::Capability::Completion],
             })
             .collect()
     }

@@ -28,6 +28,11 @@ const ENGINE_BUFFER: usize = 64;
 #[derive(Clone)]
 pub struct LocalModel {
     model: Arc<Model>,
+    /// Its GGUF file.
+    path: Arc<std::path::PathBuf>,
+    /// Its tokens as text, to close structured answers within their
+    /// budget: read from the GGUF at the first structured answer.
+    vocab: Arc<tokio::sync::OnceCell<Arc<super::json_budget::Vocabulary>>>,
 }
 
 impl LocalModel {
@@ -50,6 +55,8 @@ impl LocalModel {
         .map_err(|e| e.to_string())?;
         Ok(Self {
             model: Arc::new(model),
+            path: Arc::new(path),
+            vocab: Arc::default(),
         })
     }
 
@@ -82,6 +89,37 @@ impl LocalModel {
             .map(|(stream, _)| stream)
     }
 
+    /// What runs on the logits before each token is sampled: joining the
+    /// compute pool, and for a structured answer, closing it within its
+    /// budget.
+    async fn logits_processors(
+        &self,
+        sampling: &Sampling,
+    ) -> Vec<Arc<dyn mistralrs::CustomLogitsProcessor>> {
+        let mut processors: Vec<Arc<dyn mistralrs::CustomLogitsProcessor>> =
+            vec![Arc::new(JoinComputePool)];
+        if sampling.format.is_some() {
+            let path = self.path.clone();
+            let vocab = self
+                .vocab
+                .get_or_init(|| async move {
+                    tokio::task::spawn_blocking(move || {
+                        super::json_budget::Vocabulary::from_gguf(&path)
+                    })
+                    .await
+                    .map(Arc::new)
+                    .unwrap_or_default()
+                })
+                .await
+                .clone();
+            processors.push(Arc::new(super::json_budget::CloseWithinBudget::new(
+                vocab,
+                sampling.max_tokens,
+            )));
+        }
+        processors
+    }
+
     /// [`LocalModel::stream`], and the seconds the engine spent on the
     /// prompt, set when the answer ends.
     pub async fn stream_timed(
@@ -90,6 +128,7 @@ impl LocalModel {
         sampling: &Sampling,
     ) -> Result<(TokenStream, Arc<OnceLock<f64>>), EngineError> {
         let mut messages = text_messages(messages);
+        let logits_processors = self.logits_processors(sampling).await;
         let (engine_tx, mut engine_rx) = mpsc::channel::<Response>(ENGINE_BUFFER);
         let request = Request::Normal(Box::new(NormalRequest {
             messages: messages.take_messages(),
@@ -98,11 +137,14 @@ impl LocalModel {
             return_logprobs: false,
             is_streaming: true,
             id: 0,
-            constraint: Constraint::None,
+            constraint: match &sampling.format {
+                Some(format) => Constraint::JsonSchema(super::constrained_schema(format)),
+                None => Constraint::None,
+            },
             suffix: None,
             tools: None,
             tool_choice: None,
-            logits_processors: Some(vec![Arc::new(JoinComputePool)]),
+            logits_processors: Some(logits_processors),
             return_raw_logits: false,
             web_search_options: None,
             model_id: None,

@@ -4,6 +4,7 @@
 
 pub mod embeddings;
 pub mod fake;
+pub mod json_budget;
 pub mod local;
 pub mod mistral;
 pub mod prompt_speed;
@@ -72,6 +73,48 @@ pub struct Sampling {
     pub repeat_penalty: Option<f32>,
     /// Stop strings (the relay also cuts the text at them).
     pub stop: Vec<String>,
+    /// The shape the answer must have; generation is constrained to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<app::api::AnswerFormat>,
+}
+
+/// The JSON schema a constrained generation follows for `format`, with
+/// llguidance's options: no free whitespace between tokens (a small model
+/// given free whitespace can write it until `max_tokens` and never close
+/// the JSON), `, ` and `: ` as separators. Options the client set itself
+/// under `x-guidance` stay.
+pub fn constrained_schema(format: &app::api::AnswerFormat) -> serde_json::Value {
+    let mut schema = format.schema();
+    if let Some(o) = schema.as_object_mut() {
+        let ours = serde_json::json!({
+            "whitespace_flexible": false,
+            "item_separator": ", ",
+            "key_separator": ": ",
+        });
+        let theirs = o
+            .remove("x-guidance")
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        let mut merged = ours;
+        llguidance::json_merge(&mut merged, &theirs);
+        o.insert("x-guidance".into(), merged);
+    }
+    schema
+}
+
+/// Whether kinko can constrain generation to `format`: its JSON schema
+/// compiles to a grammar. Answers why not, in one line.
+pub fn check_format(format: &app::api::AnswerFormat) -> Result<(), String> {
+    let schema = constrained_schema(format);
+    let builder = llguidance::GrammarBuilder::new(None, llguidance::api::ParserLimits::default());
+    llguidance::JsonCompileOptions::default()
+        .json_to_llg_with_overrides(builder, schema)
+        .map(|_| ())
+        .map_err(|e| {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("").trim();
+            format!("the JSON schema cannot be followed: {}", kinko_parse::requests::one_line(first))
+        })
 }
 
 impl Sampling {
@@ -84,6 +127,7 @@ impl Sampling {
             max_tokens,
             repeat_penalty: None,
             stop: Vec::new(),
+            format: None,
         }
     }
 }

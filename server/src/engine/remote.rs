@@ -544,6 +544,9 @@ impl Upstreams {
                         architecture: m.family.clone(),
                         preset: Default::default(),
                         upstream: Some(group.prefix.clone()),
+                        // What the upstream's model can do is the
+                        // upstream's to say; kinko relays text answers.
+                        capabilities: vec![app::api::Capability::Completion],
                     });
                 }
             }
@@ -1002,6 +1005,18 @@ pub fn openai_body(model: &str, req: &EngineRequest) -> Value {
     if !req.sampling.stop.is_empty() {
         body.insert("stop".into(), json!(req.sampling.stop));
     }
+    match &req.sampling.format {
+        Some(app::api::AnswerFormat::Json) => {
+            body.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        Some(app::api::AnswerFormat::JsonSchema { schema }) => {
+            body.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}),
+            );
+        }
+        None => {}
+    }
     Value::Object(body)
 }
 
@@ -1022,12 +1037,18 @@ pub fn ollama_body(model: &str, req: &EngineRequest, context_length: usize) -> V
     if !req.sampling.stop.is_empty() {
         options.insert("stop".into(), json!(req.sampling.stop));
     }
-    json!({
+    let mut body = json!({
         "model": model,
         "messages": messages(&req.messages),
         "stream": true,
         "options": options,
-    })
+    });
+    match &req.sampling.format {
+        Some(app::api::AnswerFormat::Json) => body["format"] = json!("json"),
+        Some(app::api::AnswerFormat::JsonSchema { schema }) => body["format"] = schema.clone(),
+        None => {}
+    }
+    body
 }
 
 fn messages(messages: &[ChatMessage]) -> Value {

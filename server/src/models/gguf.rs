@@ -20,6 +20,32 @@ pub struct GgufInfo {
     pub parameter_count: u64,
     /// `<arch>.context_length`.
     pub context_length: usize,
+    /// `tokenizer.chat_template`: the Jinja template that formats prompts.
+    pub chat_template: Option<String>,
+    /// The header's numbers and names Ollama's clients read in
+    /// `model_info` (`general.*` and `<arch>.*`: embedding length, block
+    /// count, head counts, …), plus `general.parameter_count`.
+    pub model_info: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A header value `model_info` shows: numbers, booleans and short strings
+/// (no arrays: the vocabulary alone is megabytes).
+fn shown_value(v: &Value) -> Option<serde_json::Value> {
+    Some(match v {
+        Value::U8(x) => (*x).into(),
+        Value::I8(x) => (*x).into(),
+        Value::U16(x) => (*x).into(),
+        Value::I16(x) => (*x).into(),
+        Value::U32(x) => (*x).into(),
+        Value::I32(x) => (*x).into(),
+        Value::U64(x) => (*x).into(),
+        Value::I64(x) => (*x).into(),
+        Value::F32(x) => serde_json::Number::from_f64(f64::from(*x))?.into(),
+        Value::F64(x) => serde_json::Number::from_f64(*x)?.into(),
+        Value::Bool(x) => (*x).into(),
+        Value::String(x) if x.len() <= 256 => x.clone().into(),
+        _ => return None,
+    })
 }
 
 /// The llama.cpp-style name of a weight format.
@@ -121,11 +147,26 @@ pub fn inspect(path: &Path) -> Result<GgufInfo, StoreError> {
         .max_by_key(|(name, n)| (*n, *name))
         .map(|(name, _)| name.to_string())
         .ok_or_else(|| not_gguf("no tensors".into()))?;
+    let chat_template = content
+        .metadata
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.to_string().ok())
+        .cloned();
+    let prefix = format!("{architecture}.");
+    let mut model_info: serde_json::Map<String, serde_json::Value> = content
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with("general.") || k.starts_with(&prefix))
+        .filter_map(|(k, v)| Some((k.clone(), shown_value(v)?)))
+        .collect();
+    model_info.insert("general.parameter_count".into(), parameter_count.into());
     Ok(GgufInfo {
         architecture,
         quantization,
         parameter_count,
         context_length,
+        chat_template,
+        model_info,
     })
 }
 

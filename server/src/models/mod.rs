@@ -94,14 +94,6 @@ impl ModelKind {
         *self == ModelKind::Chat
     }
 
-    /// Ollama's `capabilities` for a model of this kind.
-    pub fn capabilities(&self) -> &'static [&'static str] {
-        match self {
-            ModelKind::Chat => &["completion"],
-            ModelKind::Embedding => &["embedding"],
-        }
-    }
-
     /// The weights' file format.
     pub fn format(&self) -> &'static str {
         match self {
@@ -169,6 +161,15 @@ pub struct Manifest {
     pub parameters: serde_json::Map<String, serde_json::Value>,
     /// Seconds since the Unix epoch when it was imported.
     pub created: u64,
+    /// The GGUF's chat template (`tokenizer.chat_template`), which formats
+    /// every prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
+    /// The GGUF header's `general.*` and `<arch>.*` values, for `show`.
+    /// Empty in a manifest written before kinko kept them: the store reads
+    /// them then (see [`ModelStore::list`]).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub model_info: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Manifest {
@@ -189,6 +190,8 @@ impl Manifest {
             system: None,
             template: None,
             parameters: serde_json::Map::new(),
+            chat_template: None,
+            model_info: serde_json::Map::new(),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -206,6 +209,18 @@ impl Manifest {
             architecture: self.architecture.clone(),
             preset: self.preset(),
             upstream: None,
+            capabilities: self.capabilities(),
+        }
+    }
+
+    /// What the model can do: an embedding model embeds; a chat model
+    /// completes. kinko does not yet pass tools or a thinking switch to
+    /// the chat template, nor read images, so no chat model claims tools,
+    /// thinking or vision, and requests that need them are refused.
+    pub fn capabilities(&self) -> Vec<app::api::Capability> {
+        match self.kind {
+            ModelKind::Chat => vec![app::api::Capability::Completion],
+            ModelKind::Embedding => vec![app::api::Capability::Embedding],
         }
     }
 
@@ -394,7 +409,10 @@ impl ModelStore {
                     }
                 };
                 match check_model_dir(&e, &manifest) {
-                    Ok(()) => Some(InstalledModel { dir, manifest }),
+                    Ok(()) => Some(InstalledModel {
+                        manifest: read_header_once(&dir, manifest),
+                        dir,
+                    }),
                     Err(why) => {
                         tracing::warn!(dir = %dir.display(), why, "skipping a model directory");
                         None
@@ -466,6 +484,8 @@ impl ModelStore {
                 quantization: info.quantization,
                 parameter_count: info.parameter_count,
                 context_length: info.context_length,
+                chat_template: info.chat_template,
+                model_info: info.model_info,
                 ..Manifest::blank(name.clone(), ModelKind::Chat)
             })
         })
@@ -499,6 +519,26 @@ impl ModelStore {
         }
         result
     }
+}
+
+/// A chat model's manifest written before kinko kept the GGUF's chat
+/// template and header values: read them from the GGUF now and keep them
+/// in the manifest (once; on failure the manifest stays as it was).
+fn read_header_once(dir: &Path, mut manifest: Manifest) -> Manifest {
+    if !manifest.kind.is_chat() || !manifest.model_info.is_empty() {
+        return manifest;
+    }
+    match gguf::inspect(&dir.join(&manifest.file)) {
+        Ok(info) => {
+            manifest.chat_template = info.chat_template;
+            manifest.model_info = info.model_info;
+            if let Err(err) = write_json_atomic(&dir.join(MANIFEST_FILE), &manifest) {
+                tracing::warn!(dir = %dir.display(), %err, "could not update the manifest");
+            }
+        }
+        Err(err) => tracing::warn!(dir = %dir.display(), %err, "could not read the GGUF header"),
+    }
+    manifest
 }
 
 /// Whether process `pid` is running (Linux's `/proc`; elsewhere, assume so).

@@ -96,6 +96,31 @@ pub async fn find_model(
     }
 }
 
+/// Refuse a request that needs what `model` cannot do (tools, thinking,
+/// vision, insert) with Ollama's 400 and message, before anything runs.
+pub async fn require(
+    state: &AppState,
+    model: &str,
+    needs: &[app::api::Capability],
+) -> Result<(), ApiError> {
+    if needs.is_empty() {
+        return Ok(());
+    }
+    let info = find_model(state, model).await?;
+    match needs.iter().find(|n| !info.capabilities.contains(n)) {
+        None => Ok(()),
+        Some(app::api::Capability::Thinking) => Err(ApiError::Unsupported(format!(
+            "\"{}\" does not support thinking",
+            info.name
+        ))),
+        Some(missing) => Err(ApiError::Unsupported(format!(
+            "{} does not support {}",
+            info.name,
+            missing.as_str()
+        ))),
+    }
+}
+
 /// An answer that passed every check and holds a generation slot: its
 /// `meta`, and its events (`delta`…, then `done` or `error`).
 pub struct Answer {
@@ -137,6 +162,16 @@ pub async fn start_answer_kept(
     .map_err(ApiError::invalid)?;
     let info = find_model(state, &req.model).await?;
     let name = info.name.clone();
+    if let Some(format) = req.format.clone() {
+        // Compiling a schema is quick, but a client's schema may be large.
+        tokio::task::spawn_blocking(move || crate::engine::check_format(&format))
+            .await
+            .map_err(crate::error::task_failed)?
+            .map_err(|message| ApiError::Invalid {
+                code: "invalid_format",
+                message,
+            })?;
+    }
 
     let load_ms = state
         .engine
@@ -213,6 +248,7 @@ pub async fn start_answer_kept(
         max_tokens,
         repeat_penalty: o.repeat_penalty.or(Some(config.default_repeat_penalty)),
         stop: stop.clone(),
+        format: req.format.clone(),
     };
     let tokens = state
         .engine

@@ -1,9 +1,12 @@
-//! `GET /health` and `GET /metrics` (Prometheus text format).
+//! `GET /health`, `GET /metrics` (Prometheus text format), and the answer
+//! Ollama's clients expect from `GET /`.
 
 use crate::AppState;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
-use axum::response::IntoResponse;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -40,4 +43,29 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+/// Whether `req` is a client checking that the server is up, as Ollama's
+/// clients do: `GET /` or `HEAD /` without asking for HTML. A browser's
+/// request names `text/html` in `Accept` and gets the chat page.
+pub fn is_server_probe(req: &Request) -> bool {
+    let wants_html = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    req.uri().path() == "/" && (req.method() == Method::GET || req.method() == Method::HEAD) && !wants_html
+}
+
+/// Middleware: a server probe gets Ollama's `Ollama is running` (plain
+/// text, as Ollama answers it); everything else goes on.
+pub async fn server_probe(req: Request, next: Next) -> Response {
+    if is_server_probe(&req) {
+        return (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "Ollama is running",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }

@@ -1,6 +1,7 @@
 //! OpenAI's chat API, so OpenAI clients work unchanged:
-//! `POST /v1/chat/completions` (streaming SSE ending in `data: [DONE]`, or
-//! one JSON object) and `GET /v1/models`. Non-streaming answers are still
+//! `POST /v1/chat/completions` and the legacy `POST /v1/completions`
+//! (streaming SSE ending in `data: [DONE]`, or one JSON object) and
+//! `GET /v1/models`. Non-streaming answers are still
 //! read from the engine as a stream, so a client that goes away cancels.
 //! Errors use OpenAI's shape.
 
@@ -16,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use kinko_parse::requests::openai::CompletionBody;
+use kinko_parse::requests::openai::{CompletionBody, LegacyBody};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,6 +27,7 @@ use tokio::time::Instant;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(completions))
+        .route("/v1/completions", post(legacy_completions))
         .route("/v1/models", get(models))
 }
 
@@ -81,10 +83,43 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn completion_id() -> String {
+fn completion_id(shape: Shape) -> String {
     let mut bytes = [0u8; 12];
     let _ = getrandom::fill(&mut bytes);
-    format!("chatcmpl-{}", crate::models::hex(&bytes))
+    let prefix = match shape {
+        Shape::Chat => "chatcmpl",
+        Shape::Text => "cmpl",
+    };
+    format!("{prefix}-{}", crate::models::hex(&bytes))
+}
+
+/// Which OpenAI answer shape: chat completions or legacy completions.
+#[derive(Clone, Copy)]
+enum Shape {
+    Chat,
+    Text,
+}
+
+impl Shape {
+    fn object(self, streaming: bool) -> &'static str {
+        match (self, streaming) {
+            (Shape::Chat, false) => "chat.completion",
+            (Shape::Chat, true) => "chat.completion.chunk",
+            (Shape::Text, _) => "text_completion",
+        }
+    }
+
+    /// One choice carrying `text`: a whole message (`done`) or a delta.
+    fn choice(self, text: &str, finish_reason: Value, done: bool) -> Value {
+        match (self, done) {
+            (Shape::Chat, true) => json!({"index": 0, "message": {"role": "assistant", "content": text},
+                                          "finish_reason": finish_reason, "logprobs": null}),
+            (Shape::Chat, false) => json!({"index": 0, "delta": {"content": text},
+                                           "finish_reason": finish_reason, "logprobs": null}),
+            (Shape::Text, _) => json!({"index": 0, "text": text, "finish_reason": finish_reason,
+                                       "logprobs": null}),
+        }
+    }
 }
 
 async fn completions(
@@ -93,26 +128,56 @@ async fn completions(
 ) -> Result<Response, OpenAiError> {
     let started = Instant::now();
     let Json(body) = body?;
+    super::chat::require(&state, &body.model, &body.needs()).await?;
     let req = body.chat_request().map_err(ApiError::invalid)?;
-    let answer = start_answer(&state, req, started).await?;
+    let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
+    answer(&state, req, started, Shape::Chat, body.stream, include_usage).await
+}
+
+/// `POST /v1/completions`.
+async fn legacy_completions(
+    State(state): State<AppState>,
+    body: Result<Json<LegacyBody>, JsonRejection>,
+) -> Result<Response, OpenAiError> {
+    let started = Instant::now();
+    let Json(body) = body?;
+    super::chat::require(&state, &body.model, &body.needs()).await?;
+    let req = body.chat_request().map_err(ApiError::invalid)?;
+    let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
+    answer(&state, req, started, Shape::Text, body.stream, include_usage).await
+}
+
+fn usage(u: app::api::Usage) -> Value {
+    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+           "total_tokens": u.prompt_tokens + u.completion_tokens})
+}
+
+/// Start `req` and answer it in `shape`: one JSON object, or server-sent
+/// events ending in `data: [DONE]`.
+async fn answer(
+    state: &AppState,
+    req: app::api::ChatRequest,
+    started: Instant,
+    shape: Shape,
+    stream: bool,
+    include_usage: bool,
+) -> Result<Response, OpenAiError> {
+    let answer = start_answer(state, req, started).await?;
     let model = answer.meta.model.clone();
-    let id = completion_id();
+    let id = completion_id(shape);
     let created = unix_now();
     let mut events = answer.events;
 
-    if !body.stream {
+    if !stream {
         let mut text = String::new();
         while let Some(event) = events.next().await {
             match event {
                 ChatEvent::Delta(d) => text.push_str(&d.text),
                 ChatEvent::Done(done) => {
-                    let u = done.usage;
                     return Ok(Json(json!({
-                        "id": id, "object": "chat.completion", "created": created, "model": model,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                     "finish_reason": finish(done.finish_reason), "logprobs": null}],
-                        "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                                  "total_tokens": u.prompt_tokens + u.completion_tokens},
+                        "id": id, "object": shape.object(false), "created": created, "model": model,
+                        "choices": [shape.choice(&text, json!(finish(done.finish_reason)), true)],
+                        "usage": usage(done.usage),
                     }))
                     .into_response());
                 }
@@ -133,33 +198,38 @@ async fn completions(
         return Err(ApiError::Engine("the answer ended early".into()).into());
     }
 
-    let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
-    let chunk = move |delta: Value, finish_reason: Value| {
+    let chunk = move |choices: Value| {
         json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": null}],
+            "id": id, "object": shape.object(true), "created": created, "model": model,
+            "choices": choices,
         })
     };
     let sse = async_stream::stream! {
-        yield Event::default().data(chunk(json!({"role": "assistant", "content": ""}), Value::Null).to_string());
+        if let Shape::Chat = shape {
+            let first = json!([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                "finish_reason": null, "logprobs": null}]);
+            yield Event::default().data(chunk(first).to_string());
+        }
         let mut failed = false;
         while let Some(event) = events.next().await {
             match event {
                 ChatEvent::Meta(_) => {}
                 ChatEvent::Delta(d) => {
-                    yield Event::default().data(chunk(json!({"content": d.text}), Value::Null).to_string());
+                    let choice = shape.choice(&d.text, Value::Null, false);
+                    yield Event::default().data(chunk(json!([choice])).to_string());
                 }
                 ChatEvent::Done(done) => {
                     if failed {
                         break;
                     }
-                    yield Event::default().data(chunk(json!({}), json!(finish(done.finish_reason))).to_string());
+                    let mut last = shape.choice("", json!(finish(done.finish_reason)), false);
+                    if let (Shape::Chat, Some(o)) = (shape, last.as_object_mut()) {
+                        o.insert("delta".into(), json!({}));
+                    }
+                    yield Event::default().data(chunk(json!([last])).to_string());
                     if include_usage {
-                        let u = done.usage;
-                        let mut last = chunk(json!({}), Value::Null);
-                        last["choices"] = json!([]);
-                        last["usage"] = json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                                               "total_tokens": u.prompt_tokens + u.completion_tokens});
+                        let mut last = chunk(json!([]));
+                        last["usage"] = usage(done.usage);
                         yield Event::default().data(last.to_string());
                     }
                 }
