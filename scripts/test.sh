@@ -5,7 +5,7 @@
 source "$(dirname "$0")/env.sh"
 # Each step says what it does, where it is and about how long it takes on a
 # 2-core machine.
-steps "tests" 11
+steps "tests" 12
 
 # What the later steps need and a first run lacks (the Python clients'
 # virtualenv, cargo-fuzz and the fuzz targets, llama.cpp built from source)
@@ -60,6 +60,9 @@ step "fuzzing: the GGUF validator, the Modelfile parser, the history window, req
 
 step "API clients (the official ollama and openai Python packages, LangChain's OllamaEmbeddings) and the CLI, against the real binary" "about 45 seconds"
 (cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" "$CLIENTS_VENV/bin/python" -m unittest -v test_clients test_embeddings test_cli 2>&1) | tee "$logs/clients.log"
+
+step "structured outputs with the real default model: Ollama's format and OpenAI's response_format through the official clients and LangChain's with_structured_output, 10 sampled runs each, every answer validated against its schema" "about 4 minutes"
+(cd "$KINKO_ROOT/server/tests/python" && KINKO_BIN="$KINKO_BIN" "$CLIENTS_VENV/bin/python" -m unittest -v test_structured 2>&1) | tee "$logs/structured.log"
 
 step "benchmark smoke run (kinko, bare engine, llama.cpp; sizes, long chats, cold start, arrivals: one short generation each)" "about 40 seconds"
 ensure_llama_cpp

@@ -187,6 +187,8 @@ pub struct Text {
     pub not_installed: F1,
     /// The picker's group of models on this machine (shown with remote ones).
     pub local_models: &'static str,
+    /// Tooltip of a model in the picker, before its capabilities.
+    pub capabilities: &'static str,
     /// The picker's group of an upstream's models.
     pub remote_models: F1,
     /// Marks a remote model in the picker.
@@ -336,6 +338,7 @@ pub static EN: Text = Text {
     loading_models: "Loading models…",
     not_installed: |m| format!("{m} (not installed)"),
     local_models: "On this machine",
+    capabilities: "Capabilities",
     remote_models: |u| format!("Remote · {u}"),
     remote: "remote",
     no_models: "No models installed. Run `kinko import NAME FILE.gguf` or the set-up command.",
@@ -521,6 +524,7 @@ pub static JA: Text = Text {
     loading_models: "モデルを読み込み中…",
     not_installed: |m| format!("{m}（未インストール）"),
     local_models: "このマシン",
+    capabilities: "機能",
     remote_models: |u| format!("リモート · {u}"),
     remote: "リモート",
     no_models: "モデルがインストールされていません。`kinko import 名前 ファイル.gguf` かセットアップ用のコマンドを実行してください。",

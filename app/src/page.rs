@@ -33,7 +33,31 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+/// What a model does beyond answering, as the picker shows it:
+/// ` · tools · vision` (nothing for a plain chat model).
+fn extra_capabilities(m: &ModelSummary) -> String {
+    m.capabilities
+        .iter()
+        .filter(|c| **c != crate::api::Capability::Completion)
+        .map(|c| format!(" · {}", c.as_str()))
+        .collect()
+}
+
+/// Every capability of a model, space-separated (Ollama's names), for the
+/// picker's `data-capabilities` and tooltip.
+fn capability_list(m: &ModelSummary) -> String {
+    m.capabilities
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn model_label(m: &ModelSummary, t: &Text) -> String {
+    format!("{}{}", model_facts(m, t), extra_capabilities(m))
+}
+
+fn model_facts(m: &ModelSummary, t: &Text) -> String {
     if m.upstream.is_some() {
         // What its upstream's listing told, and that it runs elsewhere.
         let mut parts = vec![m.name.clone(), t.remote.to_string()];
@@ -857,7 +881,11 @@ pub fn ChatPage() -> AnyView {
                                 let option = |m: ModelSummary| {
                                     let name = m.name.clone();
                                     let selected = name == chosen;
-                                    view! { <option value=name selected=selected>{model_label(&m, t)}</option> }
+                                    let caps = capability_list(&m);
+                                    view! {
+                                        <option value=name selected=selected data-capabilities=caps.clone()
+                                            title=format!("{}: {caps}", t.capabilities)>{model_label(&m, t)}</option>
+                                    }
                                 };
                                 let groups = model_groups(list);
                                 let grouped = groups.len() > 1;
@@ -1357,6 +1385,19 @@ mod tests {
             model_label(&summary("alpha:1b"), t),
             "alpha:1b · Q8_0 · — · 8k ctx"
         );
+        let able = ModelSummary {
+            capabilities: vec![
+                crate::api::Capability::Completion,
+                crate::api::Capability::Tools,
+                crate::api::Capability::Vision,
+            ],
+            ..summary("able:1b")
+        };
+        assert_eq!(
+            model_label(&able, t),
+            "able:1b · Q8_0 · — · 8k ctx · tools · vision"
+        );
+        assert_eq!(capability_list(&able), "completion tools vision");
     }
 
     #[test]

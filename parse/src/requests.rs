@@ -189,7 +189,9 @@ pub mod ollama {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) if s == "json" => Ok(Some(AnswerFormat::Json)),
-            Some(Value::Object(_)) => Ok(v.cloned().map(|schema| AnswerFormat::JsonSchema { schema })),
+            Some(Value::Object(_)) => {
+                Ok(v.cloned().map(|schema| AnswerFormat::JsonSchema { schema }))
+            }
             Some(other) => Err(one_line(&format!(
                 "invalid format `{other}`: use \"json\" or a JSON schema object"
             ))),
@@ -316,7 +318,9 @@ pub mod ollama {
                 return Err("`template` is not supported: kinko formats prompts with the model's own chat template".into());
             }
             if self.context.as_ref().is_some_and(|c| !c.is_empty()) {
-                return Err("`context` is not supported: send the conversation to /api/chat instead".into());
+                return Err(
+                    "`context` is not supported: send the conversation to /api/chat instead".into(),
+                );
             }
             let mut messages = Vec::new();
             if let Some(system) = self.system.as_ref().filter(|s| !s.trim().is_empty()) {
@@ -511,6 +515,9 @@ pub mod openai {
         /// Log probabilities of the top tokens (not supported).
         #[serde(default)]
         pub logprobs: Option<Value>,
+        /// `text`, `json_object` or `json_schema`, as for chat.
+        #[serde(default)]
+        pub response_format: Option<Value>,
     }
 
     impl LegacyBody {
@@ -533,11 +540,7 @@ pub mod openai {
                 Value::Array(items) if items.iter().all(Value::is_string) => {
                     return Err("only one prompt per request is supported".into())
                 }
-                _ => {
-                    return Err(
-                        "prompt must be a string (token arrays are not supported)".into()
-                    )
-                }
+                _ => return Err("prompt must be a string (token arrays are not supported)".into()),
             };
             Ok(ChatRequest {
                 model: self.model.clone(),
@@ -549,7 +552,7 @@ pub mod openai {
                     stop: stop_list(self.stop.as_ref())?,
                     ..ChatOptions::default()
                 },
-                format: None,
+                format: response_format(self.response_format.as_ref())?,
             })
         }
 
@@ -621,7 +624,9 @@ pub mod openai {
             if self.n.is_some_and(|n| n != 1) {
                 return Err("only n = 1 is supported".into());
             }
-            if self.logprobs == Some(true) || self.top_logprobs.as_ref().is_some_and(|v| !v.is_null()) {
+            if self.logprobs == Some(true)
+                || self.top_logprobs.as_ref().is_some_and(|v| !v.is_null())
+            {
                 return Err("logprobs are not supported".into());
             }
             let messages = self

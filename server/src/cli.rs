@@ -240,26 +240,52 @@ impl Client {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
         // Check it here first, for errors that name the file and line.
-        let mut parsed = crate::models::modelfile::parse(&text)
+        let parsed = crate::models::modelfile::parse(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         // A relative FROM path is relative to the Modelfile, as in Ollama.
         let from = std::path::Path::new(&parsed.from);
-        if (parsed.from.starts_with("./")
+        let looks_like_path = parsed.from.starts_with("./")
             || parsed.from.starts_with("../")
-            || parsed.from.ends_with(".gguf"))
-            && from.is_relative()
-        {
+            || parsed.from.starts_with('/')
+            || parsed.from.ends_with(".gguf");
+        let local = if looks_like_path && from.is_relative() {
             let base = file.parent().unwrap_or(std::path::Path::new("."));
-            let abs = std::fs::canonicalize(base.join(from)).with_context(|| {
+            Some(std::fs::canonicalize(base.join(from)).with_context(|| {
                 format!("{}: FROM {}: no such file", file.display(), parsed.from)
-            })?;
-            parsed.from = abs.display().to_string();
-        }
-        let mut body = json!({
-            "model": name,
-            "modelfile": crate::models::modelfile::render(&parsed),
-            "stream": false,
-        });
+            })?)
+        } else {
+            Some(from.to_path_buf()).filter(|p| looks_like_path && p.is_file())
+        };
+        let mut body = match local {
+            // The file is on this machine: upload it as a blob (the server
+            // may be another machine), then name the blob.
+            Some(path) => {
+                let digest = self.push_blob(&path).await?;
+                let file_name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .filter(|n| n.ends_with(".gguf"))
+                    .unwrap_or_else(|| "model.gguf".into());
+                let mut body = json!({
+                    "model": name,
+                    "files": { file_name: digest },
+                    "parameters": serde_json::to_value(&parsed.parameters)?,
+                    "stream": false,
+                });
+                if let Some(system) = &parsed.system {
+                    body["system"] = json!(system);
+                }
+                if let Some(template) = &parsed.template {
+                    body["template"] = json!(template);
+                }
+                body
+            }
+            None => json!({
+                "model": name,
+                "modelfile": crate::models::modelfile::render(&parsed),
+                "stream": false,
+            }),
+        };
         if let Some(q) = quantize {
             body["quantize"] = json!(q);
         }
@@ -267,6 +293,63 @@ impl Client {
             .await?;
         println!("created '{name}'");
         Ok(())
+    }
+
+    /// Upload the GGUF file at `path` as a blob unless the server has it
+    /// already (`HEAD`, then `POST /api/blobs/sha256:…`, streamed, with a
+    /// progress bar on stderr); answers its digest.
+    async fn push_blob(&self, path: &std::path::Path) -> Result<String> {
+        let owned = path.to_path_buf();
+        let digest = tokio::task::spawn_blocking(move || crate::models::sha256_file(&owned))
+            .await
+            .context("hashing the model file")?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let url = format!("/api/blobs/{digest}");
+        let head = self
+            .request(reqwest::Method::HEAD, &url)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("request to {} failed: {e}", self.base))?;
+        if head.status().is_success() {
+            return Ok(digest);
+        }
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let size = file.metadata().await?.len();
+        let bar = indicatif::ProgressBar::new(size);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message("uploading");
+        let shown = bar.clone();
+        let chunks = futures::stream::try_unfold(file, move |mut file| {
+            let shown = shown.clone();
+            async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 1 << 20];
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(None);
+                }
+                buf.truncate(n);
+                shown.inc(n as u64);
+                Ok(Some((buf, file)))
+            }
+        });
+        let sent = self
+            .send(
+                self.request(reqwest::Method::POST, &url)
+                    .header(reqwest::header::CONTENT_LENGTH, size)
+                    .body(reqwest::Body::wrap_stream(chunks)),
+            )
+            .await;
+        bar.finish_and_clear();
+        sent.with_context(|| format!("uploading {}", path.display()))?;
+        Ok(digest)
     }
 
     /// `kinko pull SPEC`: download with a progress bar (on stderr).

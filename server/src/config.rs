@@ -271,6 +271,10 @@ pub struct ServeConfig {
     /// server announces a length (default 64 GiB).
     #[arg(long, env = "KINKO_MAX_PULL_BYTES", default_value_t = 64 << 30)]
     pub max_pull_bytes: u64,
+    /// The largest model file a client may upload to `/api/blobs`, in
+    /// bytes (default 64 GiB).
+    #[arg(long, env = "KINKO_MAX_BLOB_BYTES", default_value_t = 64 << 30)]
+    pub max_blob_bytes: u64,
     /// An upstream engine on another machine, `PREFIX=KIND:URL` with KIND
     /// `openai` (vLLM, llama.cpp's server: the URL ends in `/v1`) or
     /// `ollama` (Ollama, another kinko); repeat it for more, and give one

@@ -42,6 +42,15 @@ pub enum ApiError {
     /// thinking, vision), in Ollama's words.
     #[error("{0}")]
     Unsupported(String),
+    /// 400: a request that cannot be taken as sent (an upload whose digest
+    /// does not match, a file that is not a model).
+    #[error("{message}")]
+    BadRequest {
+        /// Machine-readable code, e.g. `digest_mismatch`.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// 404: no such route.
     #[error("no route for {0}")]
     NotFound(String),
@@ -110,9 +119,10 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) | ApiError::WrongKind(_) | ApiError::Unsupported(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::MalformedJson(_)
+            | ApiError::WrongKind(_)
+            | ApiError::Unsupported(_)
+            | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -136,6 +146,7 @@ impl ApiError {
             ApiError::UnknownModel(_) => "unknown_model",
             ApiError::WrongKind(_) => "wrong_model_kind",
             ApiError::Unsupported(_) => "unsupported_capability",
+            ApiError::BadRequest { code, .. } => code,
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unauthorized(_) => "unauthorized",

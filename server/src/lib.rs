@@ -171,8 +171,10 @@ async fn refuse_announced_oversize(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    // Uploads of model files have their own, larger limit.
+    let upload = req.uri().path().starts_with("/api/blobs/");
     match announced {
-        Some(n) if n > limit as u64 => {
+        Some(n) if n > limit as u64 && !upload => {
             let err = ApiError::PayloadTooLarge(format!(
                 "the request body ({n} bytes) is larger than the limit ({limit} bytes)"
             ));

@@ -427,7 +427,12 @@ async fn the_page_allows_only_its_own_nonce_and_everything_else_no_script() {
     let app = kinko::router(state);
     let page = app
         .clone()
-        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/")
+                .header(header::ACCEPT, "text/html")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
@@ -456,7 +461,12 @@ async fn the_page_allows_only_its_own_nonce_and_everything_else_no_script() {
     // A second page gets a nonce of its own.
     let again = app
         .clone()
-        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/")
+                .header(header::ACCEPT, "text/html")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert!(!again.headers()[header::CONTENT_SECURITY_POLICY]

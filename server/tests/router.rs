@@ -75,7 +75,7 @@ async fn bad_input_gets_a_status_and_a_json_error() {
         ("model name with a path", post_json(json!({"model": "../../etc", "messages": [{"role": "user", "content": "hi"}]}).to_string()), StatusCode::NOT_FOUND, "unknown_model"),
         ("body over the limit", post_json(too_big), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         ("wrong method", Request::get("/api/chat/stream").body(Body::empty()).unwrap(), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-        ("unknown route", Request::get("/api/nothing-here").body(Body::empty()).unwrap(), StatusCode::NOT_FOUND, "not_found"),
+        ("unknown route", Request::get("/api/chat/nothing-here").body(Body::empty()).unwrap(), StatusCode::NOT_FOUND, "not_found"),
         ("empty body", post_json(""), StatusCode::BAD_REQUEST, "malformed_json"),
         ("json but not an object", post_json("[1, 2, 3]"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
         (

@@ -56,6 +56,7 @@ pub struct FakeLog {
     completed: AtomicU64,
     cancelled: AtomicU64,
     tokens: AtomicU64,
+    formats: std::sync::Mutex<Vec<Option<app::api::AnswerFormat>>>,
 }
 
 impl FakeLog {
@@ -74,6 +75,10 @@ impl FakeLog {
     /// Tokens produced.
     pub fn tokens(&self) -> u64 {
         self.tokens.load(Ordering::SeqCst)
+    }
+    /// The answer format each generation was asked for, in order.
+    pub fn formats(&self) -> Vec<Option<app::api::AnswerFormat>> {
+        self.formats.lock().map(|f| f.clone()).unwrap_or_default()
     }
 }
 
@@ -198,6 +203,9 @@ impl ChatEngine for FakeEngine {
         let metrics = self.metrics.clone();
         let (tx, rx) = mpsc::channel(1);
         log.started.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut formats) = log.formats.lock() {
+            formats.push(req.sampling.format.clone());
+        }
         tokio::spawn(async move {
             let mut produced = 0usize;
             for token in script.into_iter().take(max) {

@@ -61,11 +61,12 @@ impl Vocabulary {
         let read = || -> Option<Vec<String>> {
             let mut file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
             let content = Content::read(&mut file).ok()?;
-            let tokens = content.metadata.get("tokenizer.ggml.tokens")?.to_vec().ok()?;
-            tokens
-                .iter()
-                .map(|t| t.to_string().ok().cloned())
-                .collect()
+            let tokens = content
+                .metadata
+                .get("tokenizer.ggml.tokens")?
+                .to_vec()
+                .ok()?;
+            tokens.iter().map(|t| t.to_string().ok().cloned()).collect()
         };
         Self::new(read().unwrap_or_default())
     }
@@ -172,7 +173,8 @@ impl mistralrs::CustomLogitsProcessor for CloseWithinBudget {
                 *b = STEER;
             }
         }
-        let bias = mistralrs::Tensor::from_vec(bias, n, logits.device())?.to_dtype(logits.dtype())?;
+        let bias =
+            mistralrs::Tensor::from_vec(bias, n, logits.device())?.to_dtype(logits.dtype())?;
         logits + bias
     }
 }
@@ -182,8 +184,12 @@ mod tests {
     use super::*;
 
     fn vocab() -> Arc<Vocabulary> {
-        let texts = ["{", "\"", "name", "\":", "Ġ\"", "abc", "\\\"", "}", "Ġ]", ",", "\"}"];
-        Arc::new(Vocabulary::new(texts.iter().map(|s| s.to_string()).collect()))
+        let texts = [
+            "{", "\"", "name", "\":", "Ġ\"", "abc", "\\\"", "}", "Ġ]", ",", "\"}",
+        ];
+        Arc::new(Vocabulary::new(
+            texts.iter().map(|s| s.to_string()).collect(),
+        ))
     }
 
     #[test]

@@ -113,7 +113,10 @@ pub fn check_format(format: &app::api::AnswerFormat) -> Result<(), String> {
         .map_err(|e| {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("").trim();
-            format!("the JSON schema cannot be followed: {}", kinko_parse::requests::one_line(first))
+            format!(
+                "the JSON schema cannot be followed: {}",
+                kinko_parse::requests::one_line(first)
+            )
         })
 }
 

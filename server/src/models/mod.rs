@@ -4,6 +4,7 @@
 //! in a hidden temporary directory and renamed into place, so an interrupted
 //! import never leaves a half model listed.
 
+pub mod blobs;
 pub mod embedding;
 pub mod gguf;
 pub mod pull;
@@ -457,7 +458,7 @@ impl ModelStore {
             let target = tmp.join(MODEL_FILE);
             let (size, digest, info, converted_from) = match quantize {
                 None => {
-                    let (size, digest) = copy_hashing(source, &target)?;
+                    let (size, digest) = self.link_or_copy(source, &target, &source_digest)?;
                     if digest != source_digest {
                         return Err(StoreError::Io {
                             context: format!("copy {}", source.display()),
@@ -556,7 +557,7 @@ impl ModelStore {
     /// that cannot be resumed are removed. Work of running processes is left
     /// alone. Answers what it removed or restored, for the log.
     pub fn recover(&self) -> Vec<String> {
-        let mut done = Vec::new();
+        let mut done = self.recover_blobs();
         let Ok(entries) = fs::read_dir(&self.root) else {
             return done;
         };
@@ -812,6 +813,26 @@ fn copy_hashing(from: &Path, to: &Path) -> Result<(u64, String), StoreError> {
     dst.sync_all()
         .map_err(io(format!("sync {}", to.display())))?;
     Ok((size, format!("sha256:{}", hex(&hasher.finalize()))))
+}
+
+impl ModelStore {
+    /// Put `from` (whose digest is `digest`) at `to`: a hard link when
+    /// `from` is an uploaded blob (it never changes, so the model and the
+    /// blob share the space), a hashed copy otherwise.
+    fn link_or_copy(
+        &self,
+        from: &Path,
+        to: &Path,
+        digest: &str,
+    ) -> Result<(u64, String), StoreError> {
+        if self.is_blob(from) && fs::hard_link(from, to).is_ok() {
+            let size = fs::metadata(to)
+                .map_err(io(format!("stat {}", to.display())))?
+                .len();
+            return Ok((size, digest.to_string()));
+        }
+        copy_hashing(from, to)
+    }
 }
 
 /// Lowercase hex of `bytes`.

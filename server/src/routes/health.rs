@@ -2,8 +2,8 @@
 //! Ollama's clients expect from `GET /`.
 
 use crate::AppState;
-use axum::extract::State;
 use axum::extract::Request;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -54,7 +54,9 @@ pub fn is_server_probe(req: &Request) -> bool {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
-    req.uri().path() == "/" && (req.method() == Method::GET || req.method() == Method::HEAD) && !wants_html
+    req.uri().path() == "/"
+        && (req.method() == Method::GET || req.method() == Method::HEAD)
+        && !wants_html
 }
 
 /// Middleware: a server probe gets Ollama's `Ollama is running` (plain

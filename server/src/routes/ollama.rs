@@ -37,6 +37,58 @@ pub fn router() -> Router<AppState> {
         .route("/api/version", get(version))
         .route("/api/create", post(create))
         .route("/api/pull", post(pull))
+        .route("/api/blobs/{digest}", post(upload_blob).head(has_blob))
+}
+
+/// `HEAD /api/blobs/:digest`: 200 when the blob is there, 404 when not.
+async fn has_blob(
+    State(state): State<AppState>,
+    axum::extract::Path(digest): axum::extract::Path<String>,
+) -> OResult<StatusCode> {
+    let store = served_store(&state)?;
+    match store.blob(&digest).map_err(ApiError::from)? {
+        Some(_) => Ok(StatusCode::OK),
+        None => Ok(StatusCode::NOT_FOUND),
+    }
+}
+
+/// `POST /api/blobs/:digest`: the body, streamed to disk, becomes the blob
+/// once its digest matches and it passes the GGUF validator; 201 when
+/// written, 200 when it was already there.
+async fn upload_blob(
+    State(state): State<AppState>,
+    axum::extract::Path(digest): axum::extract::Path<String>,
+    req: axum::extract::Request,
+) -> OResult<StatusCode> {
+    use crate::models::blobs::{self, BlobError};
+    let store = served_store(&state)?;
+    let max = state.config.max_blob_bytes;
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the upload is larger than the limit ({max} bytes)"
+        ))
+        .into());
+    }
+    let body = req.into_body().into_data_stream();
+    let bad = |code: &'static str, e: BlobError| ApiError::BadRequest {
+        code,
+        message: e.to_string(),
+    };
+    match blobs::receive(&store, &digest, body, max).await {
+        Ok(true) => Ok(StatusCode::CREATED),
+        Ok(false) => Ok(StatusCode::OK),
+        Err(e @ BlobError::Digest(_)) => Err(bad("invalid_digest", e).into()),
+        Err(e @ BlobError::Mismatch { .. }) => Err(bad("digest_mismatch", e).into()),
+        Err(e @ BlobError::NotAModel(_)) => Err(bad("not_a_model", e).into()),
+        Err(e @ BlobError::BrokeOff(_)) => Err(bad("upload_broke_off", e).into()),
+        Err(e @ BlobError::TooLarge(_)) => Err(ApiError::PayloadTooLarge(e.to_string()).into()),
+        Err(BlobError::Store(e)) => Err(ApiError::from(e).into()),
+    }
 }
 
 /// An error in Ollama's shape, `{"error": "…"}`, with kinko's status.
@@ -339,6 +391,7 @@ fn engine_tag(m: &app::api::ModelSummary) -> Value {
         "name": m.name, "model": m.name, "modified_at": now(), "size": m.size, "digest": "",
         "details": {"format": "gguf", "family": m.architecture, "families": [m.architecture],
                     "parameter_size": "", "quantization_level": m.quantization},
+        "capabilities": m.capabilities,
     });
     if let (Some(upstream), Some(o)) = (&m.upstream, v.as_object_mut()) {
         // As Ollama lists a model that runs elsewhere.
@@ -413,7 +466,8 @@ async fn show(
     AnyJson(body): AnyJson<NameBody>,
 ) -> OResult<Json<Value>> {
     let name = body.model()?;
-    if name.contains('/') {
+    // A model of an upstream, or of an engine without a store (the fake).
+    if name.contains('/') || state.store.is_none() {
         return show_engine_model(&state, &name).await;
     }
     let m = find(&state, &name)?;
@@ -486,7 +540,7 @@ async fn show_engine_model(state: &AppState, name: &str) -> OResult<Json<Value>>
         "modelfile": "", "parameters": "", "template": "", "system": "",
         "details": tag["details"].clone(),
         "model_info": model_info,
-        "capabilities": ["completion"],
+        "capabilities": m.capabilities,
         "modified_at": now(),
     });
     if let Some(o) = v.as_object_mut() {
@@ -597,6 +651,53 @@ struct CreateBody {
     quantize: Option<String>,
     #[serde(default)]
     stream: Option<bool>,
+    /// Uploaded blobs by file name (`{"model.gguf": "sha256:…"}`), the
+    /// newer API's way to name a model file sent from another machine.
+    #[serde(default)]
+    files: Option<std::collections::BTreeMap<String, String>>,
+    /// LoRA adapters: not supported, refused.
+    #[serde(default)]
+    adapters: Option<Map<String, Value>>,
+}
+
+/// The one GGUF file among uploaded `files`, as a path in the store's blobs.
+fn uploaded_gguf(
+    store: &crate::models::ModelStore,
+    files: &std::collections::BTreeMap<String, String>,
+) -> OResult<String> {
+    let mut ggufs = files.iter().filter(|(name, _)| name.ends_with(".gguf"));
+    let (file, digest) = match (ggufs.next(), ggufs.next()) {
+        (Some(one), None) if files.len() == 1 => one,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "`files` names more than one GGUF file: kinko takes one-file models only",
+            )
+            .into())
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "`files` must name exactly one `.gguf` file: kinko imports GGUF models only",
+            )
+            .into())
+        }
+    };
+    blob_from(store, digest).map_err(|e| {
+        OllamaError(match e.0 {
+            ApiError::Invalid { message, .. } => ApiError::invalid(format!("{file}: {message}")),
+            other => other,
+        })
+    })
+}
+
+/// The uploaded blob `digest`, as a path; 422 when it was never uploaded.
+fn blob_from(store: &crate::models::ModelStore, digest: &str) -> OResult<String> {
+    match store.blob(digest).map_err(ApiError::from)? {
+        Some(path) => Ok(path.display().to_string()),
+        None => Err(ApiError::invalid(format!(
+            "blob {digest} has not been uploaded: send it with POST /api/blobs/{digest} first"
+        ))
+        .into()),
+    }
 }
 
 async fn create(
@@ -609,7 +710,21 @@ async fn create(
         .clone()
         .or(body.name.clone())
         .ok_or_else(|| OllamaError(ApiError::invalid("`model` is required")))?;
-    let parsed: Modelfile = match (&body.modelfile, &body.from) {
+    let store = served_store(&state)?;
+    if body.adapters.as_ref().is_some_and(|a| !a.is_empty()) {
+        return Err(ApiError::Unsupported("kinko does not support adapters".into()).into());
+    }
+    if body.files.is_some() && (body.from.is_some() || body.modelfile.is_some()) {
+        return Err(ApiError::invalid(
+            "send either `files` or a `from` model (or a `modelfile`), not both",
+        )
+        .into());
+    }
+    let uploaded = match &body.files {
+        Some(files) => Some(uploaded_gguf(&store, files)?),
+        None => None,
+    };
+    let mut parsed: Modelfile = match (&body.modelfile, body.from.clone().or(uploaded)) {
         (Some(text), _) => modelfile::parse(text).map_err(|e| {
             OllamaError(ApiError::Invalid {
                 code: "bad_modelfile",
@@ -617,7 +732,7 @@ async fn create(
             })
         })?,
         (None, Some(from)) => Modelfile {
-            from: from.clone(),
+            from,
             system: body.system.clone(),
             template: body.template.clone(),
             parameters: match &body.parameters {
@@ -627,11 +742,16 @@ async fn create(
             },
         },
         (None, None) => {
-            return Err(ApiError::invalid("send a `modelfile` or a `from` model").into())
+            return Err(
+                ApiError::invalid("send a `modelfile`, a `from` model or uploaded `files`").into(),
+            )
         }
     };
+    // Ollama's older CLI uploads the file, then names it `FROM @sha256:…`.
+    if let Some(digest) = parsed.from.strip_prefix('@') {
+        parsed.from = blob_from(&store, digest)?;
+    }
     let quantize = quantize_target(body.quantize.as_deref())?;
-    let store = served_store(&state)?;
     let made = tokio::task::spawn_blocking(move || store.create(&name, &parsed, quantize))
         .await
         .map_err(crate::error::task_failed)?;

@@ -112,8 +112,10 @@ impl Shape {
     /// One choice carrying `text`: a whole message (`done`) or a delta.
     fn choice(self, text: &str, finish_reason: Value, done: bool) -> Value {
         match (self, done) {
-            (Shape::Chat, true) => json!({"index": 0, "message": {"role": "assistant", "content": text},
-                                          "finish_reason": finish_reason, "logprobs": null}),
+            (Shape::Chat, true) => {
+                json!({"index": 0, "message": {"role": "assistant", "content": text},
+                                          "finish_reason": finish_reason, "logprobs": null})
+            }
             (Shape::Chat, false) => json!({"index": 0, "delta": {"content": text},
                                            "finish_reason": finish_reason, "logprobs": null}),
             (Shape::Text, _) => json!({"index": 0, "text": text, "finish_reason": finish_reason,
@@ -131,7 +133,15 @@ async fn completions(
     super::chat::require(&state, &body.model, &body.needs()).await?;
     let req = body.chat_request().map_err(ApiError::invalid)?;
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
-    answer(&state, req, started, Shape::Chat, body.stream, include_usage).await
+    answer(
+        &state,
+        req,
+        started,
+        Shape::Chat,
+        body.stream,
+        include_usage,
+    )
+    .await
 }
 
 /// `POST /v1/completions`.
@@ -144,7 +154,15 @@ async fn legacy_completions(
     super::chat::require(&state, &body.model, &body.needs()).await?;
     let req = body.chat_request().map_err(ApiError::invalid)?;
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
-    answer(&state, req, started, Shape::Text, body.stream, include_usage).await
+    answer(
+        &state,
+        req,
+        started,
+        Shape::Text,
+        body.stream,
+        include_usage,
+    )
+    .await
 }
 
 fn usage(u: app::api::Usage) -> Value {

@@ -123,3 +123,16 @@ pub fn embedding_model_dir() -> std::path::PathBuf {
     );
     dir
 }
+
+/// The JSON chunks of an OpenAI SSE answer, checked to end in `[DONE]`.
+pub fn openai_chunks(text: &str) -> Vec<serde_json::Value> {
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
