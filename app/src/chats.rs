@@ -459,6 +459,7 @@ impl Chat {
                 ..ChatOptions::default()
             },
             format: None,
+            tools: Vec::new(),
         }
     }
 

@@ -102,6 +102,59 @@ pub struct ChatRequest {
     /// The shape the answer must have (none: free text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<AnswerFormat>,
+    /// Functions the model may call, as OpenAI and Ollama describe them
+    /// (`{"type": "function", "function": {"name", "description",
+    /// "parameters"}}`); the chat template renders them into the prompt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<serde_json::Value>,
+}
+
+/// A call of one of the request's tools, as the model asked for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// An id for the call (`call-…`), unique within the answer.
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+    /// Its arguments (a JSON object, as the model wrote them).
+    pub arguments: serde_json::Value,
+}
+
+/// Check `tools` as OpenAI and Ollama send them: each a function with a
+/// name (`type` defaults to `function`); answers them in one shape.
+pub fn checked_tools(tools: &[serde_json::Value]) -> Result<Vec<serde_json::Value>, String> {
+    tools
+        .iter()
+        .enumerate()
+        .map(|(i, tool)| {
+            let kind = tool
+                .get("type")
+                .and_then(|t| t.as_str())
+                .unwrap_or("function");
+            if kind != "function" {
+                return Err(format!(
+                    "tools[{i}]: only `function` tools are supported, got `{kind}`"
+                ));
+            }
+            let function = tool
+                .get("function")
+                .filter(|f| f.is_object())
+                .ok_or_else(|| format!("tools[{i}] needs a `function` object"))?;
+            match function.get("name").and_then(|n| n.as_str()) {
+                Some(name) if !name.trim().is_empty() => {}
+                _ => return Err(format!("tools[{i}].function needs a `name`")),
+            }
+            if function
+                .get("parameters")
+                .is_some_and(|p| !p.is_object() && !p.is_null())
+            {
+                return Err(format!(
+                    "tools[{i}].function.parameters must be a JSON schema object"
+                ));
+            }
+            Ok(serde_json::json!({"type": "function", "function": function}))
+        })
+        .collect()
 }
 
 /// What a model can do, as Ollama names it in `capabilities`.
@@ -431,6 +484,9 @@ pub struct DoneEvent {
     pub usage: Usage,
     /// Speed.
     pub timings: Timings,
+    /// The tools the model called (then the answer's text is empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// The body of every JSON error, and the `error` event's data.

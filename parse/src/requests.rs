@@ -80,6 +80,10 @@ pub fn validate_options(
     Ok(max_tokens)
 }
 
+/// The refusal of a tool call or a tool's result in the history.
+pub const TOOL_HISTORY: &str = "tool calls and tool results in the history are not supported yet: \
+send the tool's result in a user message";
+
 /// A conversation the model can answer: not empty, ending with a user
 /// message that says something.
 pub fn check_messages(messages: &[ChatMessage]) -> Result<(), String> {
@@ -109,6 +113,9 @@ pub mod ollama {
         /// Images (base64), for a model that sees.
         #[serde(default)]
         pub images: Option<Vec<Value>>,
+        /// Calls an earlier answer made (refused: not supported yet).
+        #[serde(default)]
+        pub tool_calls: Option<Vec<Value>>,
     }
 
     /// `POST /api/chat`.
@@ -274,13 +281,19 @@ pub mod ollama {
             let messages = self
                 .messages
                 .iter()
-                .map(|m| Ok(ChatMessage::new(role(&m.role)?, m.content.clone())))
+                .map(|m| {
+                    if m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) || m.role == "tool" {
+                        return Err(super::TOOL_HISTORY.to_string());
+                    }
+                    Ok(ChatMessage::new(role(&m.role)?, m.content.clone()))
+                })
                 .collect::<Result<Vec<_>, String>>()?;
             Ok(ChatRequest {
                 model: self.model.clone(),
                 messages,
                 options: options(self.options.as_ref())?,
                 format: format(self.format.as_ref())?,
+                tools: crate::api::checked_tools(self.tools.as_deref().unwrap_or_default())?,
             })
         }
 
@@ -332,6 +345,7 @@ pub mod ollama {
                 messages,
                 options: options(self.options.as_ref())?,
                 format: format(self.format.as_ref())?,
+                tools: Vec::new(),
             })
         }
 
@@ -389,6 +403,9 @@ pub mod openai {
         /// Its content.
         #[serde(default)]
         pub content: Option<Content>,
+        /// Calls an earlier answer made (refused: not supported yet).
+        #[serde(default)]
+        pub tool_calls: Option<Vec<Value>>,
     }
 
     /// `stream_options`.
@@ -553,6 +570,7 @@ pub mod openai {
                     ..ChatOptions::default()
                 },
                 format: response_format(self.response_format.as_ref())?,
+                tools: Vec::new(),
             })
         }
 
@@ -584,6 +602,9 @@ pub mod openai {
 
     /// One message as kinko's.
     pub fn to_message(m: &Message) -> Result<ChatMessage, String> {
+        if m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) || m.role == "tool" {
+            return Err(super::TOOL_HISTORY.into());
+        }
         let role = match m.role.as_str() {
             "system" | "developer" => Role::System,
             "user" => Role::User,
@@ -645,8 +666,70 @@ pub mod openai {
                     stop,
                     ..ChatOptions::default()
                 },
-                format: response_format(self.response_format.as_ref())?,
+                format: match self.forced_tool()? {
+                    Some(forced) if self.response_format.is_none() => Some(forced),
+                    Some(_) => return Err(
+                        "response_format and a tool_choice that requires a call cannot be combined"
+                            .into(),
+                    ),
+                    None => response_format(self.response_format.as_ref())?,
+                },
+                tools: if self.offers_tools() {
+                    crate::api::checked_tools(self.tools.as_deref().unwrap_or_default())?
+                } else {
+                    Vec::new()
+                },
             })
+        }
+
+        /// For `tool_choice` `required` or one named function: the shape
+        /// of the call generation is held to (`{"name", "arguments"}`, the
+        /// form mistral.rs reads as a tool call), so a call always comes.
+        fn forced_tool(&self) -> Result<Option<AnswerFormat>, String> {
+            let tools = crate::api::checked_tools(self.tools.as_deref().unwrap_or_default())?;
+            let wanted: Option<&str> = match &self.tool_choice {
+                None | Some(Value::Null) => return Ok(None),
+                Some(Value::String(s)) if s == "auto" || s == "none" => return Ok(None),
+                Some(Value::String(s)) if s == "required" => None,
+                Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+                    Some(name) => Some(name),
+                    None => {
+                        return Err(one_line(&format!(
+                            "tool_choice must be none, auto, required or {{\"type\": \"function\", \"function\": {{\"name\"}}}}, got {v}"
+                        )))
+                    }
+                },
+            };
+            let calls: Vec<Value> = tools
+                .iter()
+                .filter_map(|t| t.get("function"))
+                .filter(|f| wanted.is_none() || f["name"].as_str() == wanted)
+                .map(|f| {
+                    let parameters = match &f["parameters"] {
+                        Value::Object(p) if !p.is_empty() => Value::Object(p.clone()),
+                        _ => serde_json::json!({"type": "object"}),
+                    };
+                    serde_json::json!({
+                        "type": "object",
+                        "properties": {"name": {"const": f["name"]}, "arguments": parameters},
+                        "required": ["name", "arguments"],
+                        "additionalProperties": false,
+                    })
+                })
+                .collect();
+            match (calls.len(), wanted) {
+                (0, Some(name)) => Err(one_line(&format!(
+                    "tool_choice names `{name}`, which is not among the tools"
+                ))),
+                (0, None) => Err("tool_choice `required` needs tools".into()),
+                (1, _) => Ok(calls
+                    .into_iter()
+                    .next()
+                    .map(|schema| AnswerFormat::JsonSchema { schema })),
+                _ => Ok(Some(AnswerFormat::JsonSchema {
+                    schema: serde_json::json!({"anyOf": calls}),
+                })),
+            }
         }
 
         /// Whether the request offers tools the model may call: `tools`,

@@ -202,7 +202,7 @@ async fn bench_engine(
                 EngineEvent::Delta(_) => {
                     first.get_or_insert_with(std::time::Instant::now);
                 }
-                EngineEvent::Timings(_) => {}
+                EngineEvent::Timings(_) | EngineEvent::ToolCalls(_) => {}
                 EngineEvent::Done { usage, .. } => {
                     tokens = usage.completion_tokens;
                     break;

@@ -163,6 +163,8 @@ pub fn relay(
         let mut carried: Option<Option<Result<EngineEvent, EngineError>>> = None;
         // The engine's own times, if it sends them before `Done`.
         let mut own_timings: Option<UpstreamTimings> = None;
+        // Tools the model called; they go out with `done`.
+        let mut tool_calls: Vec<app::api::ToolCall> = Vec::new();
         loop {
             let (limit, what) = match first_token_at {
                 None => (timeouts.first_token, "the first token"),
@@ -185,6 +187,7 @@ pub fn relay(
                             finish_reason: FinishReason::Cancelled,
                             usage: Usage { prompt_tokens, completion_tokens: deltas },
                             timings: timings(started, first_token_at, deltas),
+                            tool_calls: Vec::new(),
                         });
                         break;
                     }
@@ -227,12 +230,16 @@ pub fn relay(
                             finish_reason: FinishReason::Stop,
                             usage: Usage { prompt_tokens, completion_tokens: deltas },
                             timings: timings(started, first_token_at, deltas),
+                            tool_calls: Vec::new(),
                         });
                         break;
                     }
                 }
                 Ok(Some(Ok(EngineEvent::Timings(t)))) => {
                     own_timings = Some(t);
+                }
+                Ok(Some(Ok(EngineEvent::ToolCalls(calls)))) => {
+                    tool_calls.extend(calls);
                 }
                 Ok(Some(Ok(EngineEvent::Done { reason, usage }))) => {
                     let rest = stop.finish();
@@ -254,6 +261,7 @@ pub fn relay(
                             usage.completion_tokens,
                             own_timings,
                         ),
+                        tool_calls: std::mem::take(&mut tool_calls),
                     });
                     break;
                 }
@@ -271,6 +279,7 @@ pub fn relay(
                         finish_reason: FinishReason::Error,
                         usage: Usage { prompt_tokens, completion_tokens: deltas },
                         timings: timings(started, first_token_at, deltas),
+                        tool_calls: Vec::new(),
                     });
                     break;
                 }
@@ -296,6 +305,7 @@ pub fn relay(
                         finish_reason: FinishReason::Timeout,
                         usage: Usage { prompt_tokens, completion_tokens: deltas },
                         timings: timings(started, first_token_at, deltas),
+                        tool_calls: Vec::new(),
                     });
                     break;
                 }

@@ -456,6 +456,12 @@ async fn what_a_model_cannot_do_is_refused_in_ollamas_words() {
             Family::OpenAi,
             "fake:latest does not support insert",
         ),
+        (
+            "/api/chat/stream",
+            json!({"model": "fake", "messages": user, "tools": tool}),
+            Family::Kinko,
+            "fake:latest does not support tools",
+        ),
     ];
     for (path, body, family, message) in cases {
         let (state, engine, _) = fake_state(FakeConfig::default(), ServeConfig::default());
@@ -890,4 +896,173 @@ async fn open_webui_requests_replayed() {
     let (status, _, v) = send(&app, bare(Method::GET, "/api/nothing-open-webui-knows")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     message_of(Family::Ollama, &v);
+}
+
+#[tokio::test]
+async fn tools_reach_a_model_that_takes_them_and_calls_come_back_in_each_shape() {
+    let fake = || FakeConfig {
+        models: vec!["fake:latest".into(), "fake-tools:latest".into()],
+        ..FakeConfig::default()
+    };
+    let weather = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let ask = |text: &str| json!([{"role": "user", "content": text}]);
+    let call = r#"call get_weather {"city": "Paris"}"#;
+
+    let (state, _, _) = fake_state(fake(), ServeConfig::default());
+    let app = kinko::api_router(state);
+    let (_, _, v) = send(
+        &app,
+        json_req(Method::POST, "/api/show", json!({"model": "fake-tools"})),
+    )
+    .await;
+    assert_eq!(v["capabilities"], json!(["completion", "tools"]));
+
+    // Ollama, whole answer and streamed.
+    let (state, engine, _) = fake_state(fake(), ServeConfig::default());
+    let app = kinko::api_router(state);
+    let body =
+        json!({"model": "fake-tools", "messages": ask(call), "tools": weather, "stream": false});
+    let (status, text, v) = send(&app, json_req(Method::POST, "/api/chat", body)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let calls = &v["message"]["tool_calls"];
+    assert_eq!(calls[0]["function"]["name"], "get_weather", "{v}");
+    assert_eq!(calls[0]["function"]["arguments"], json!({"city": "Paris"}));
+    assert_eq!(v["message"]["content"], "");
+    assert_eq!(v["done_reason"], "stop");
+    let body = json!({"model": "fake-tools", "messages": ask(call), "tools": weather});
+    let (status, text, _) = send(&app, json_req(Method::POST, "/api/chat", body)).await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<Value> = text
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let with_calls: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"]["tool_calls"].is_array())
+        .collect();
+    assert_eq!(with_calls.len(), 1, "{text}");
+    assert_eq!(with_calls[0]["done"], false);
+    assert_eq!(
+        with_calls[0]["message"]["tool_calls"][0]["function"]["arguments"]["city"],
+        "Paris"
+    );
+    assert_eq!(lines.last().unwrap()["done"], true);
+    // A plain question with tools offered: a text answer; the tools still
+    // reached the engine.
+    let body = json!({"model": "fake-tools", "messages": ask("hello there"), "tools": weather, "stream": false});
+    let (_, _, v) = send(&app, json_req(Method::POST, "/api/chat", body)).await;
+    assert_eq!(v["message"]["content"], "hello there");
+    assert!(v["message"].get("tool_calls").is_none());
+    assert_eq!(
+        engine.log().tools(),
+        vec![vec!["get_weather".to_string()]; 3]
+    );
+
+    // OpenAI, whole answer and streamed.
+    let (state, engine, _) = fake_state(fake(), ServeConfig::default());
+    let app = kinko::api_router(state);
+    let body = json!({"model": "fake-tools", "messages": ask(call), "tools": weather});
+    let (status, text, v) = send(&app, json_req(Method::POST, "/v1/chat/completions", body)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert!(choice["message"]["content"].is_null());
+    let call0 = &choice["message"]["tool_calls"][0];
+    assert_eq!(call0["type"], "function");
+    assert!(call0["id"].is_string());
+    assert_eq!(call0["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(call0["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"city": "Paris"}));
+    let body =
+        json!({"model": "fake-tools", "messages": ask(call), "tools": weather, "stream": true});
+    let (_, text, _) = send(&app, json_req(Method::POST, "/v1/chat/completions", body)).await;
+    let chunks = common::openai_chunks(&text);
+    let deltas: Vec<&Value> = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["delta"]["tool_calls"].is_array())
+        .collect();
+    assert_eq!(deltas.len(), 1, "{text}");
+    assert_eq!(
+        deltas[0]["choices"][0]["delta"]["tool_calls"][0]["index"],
+        0
+    );
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+
+    // tool_choice: `none` keeps the tools from the model; `required` and a
+    // named function hold generation to a call of them.
+    let body = json!({"model": "fake-tools", "messages": ask(call), "tools": weather, "tool_choice": "none"});
+    let (_, _, v) = send(&app, json_req(Method::POST, "/v1/chat/completions", body)).await;
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(engine.log().tools().last(), Some(&Vec::new()));
+    for choice in [
+        json!("required"),
+        json!({"type": "function", "function": {"name": "get_weather"}}),
+    ] {
+        let body = json!({"model": "fake-tools", "messages": ask("weather?"), "tools": weather, "tool_choice": choice});
+        let (status, text, _) =
+            send(&app, json_req(Method::POST, "/v1/chat/completions", body)).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let format = engine
+            .log()
+            .formats()
+            .last()
+            .cloned()
+            .flatten()
+            .expect("a forced call");
+        let schema = format.schema();
+        assert_eq!(
+            schema["properties"]["name"]["const"], "get_weather",
+            "{schema}"
+        );
+        assert_eq!(
+            schema["properties"]["arguments"]["required"],
+            json!(["city"])
+        );
+    }
+
+    // Tools that are not functions, or name nothing; a named choice that
+    // is not offered: refused.
+    for (path, body) in [
+        (
+            "/api/chat",
+            json!({"model": "fake-tools", "messages": ask("x"), "tools": [{"type": "function", "function": {}}]}),
+        ),
+        (
+            "/api/chat",
+            json!({"model": "fake-tools", "messages": ask("x"), "tools": [{"type": "retrieval"}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "fake-tools", "messages": ask("x"), "tools": weather, "tool_choice": {"type": "function", "function": {"name": "rm_rf"}}}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "fake-tools", "messages": ask("x"), "tools": weather, "tool_choice": "required", "response_format": {"type": "json_object"}}),
+        ),
+    ] {
+        let (status, text, _) = send(&app, json_req(Method::POST, path, body.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {text}");
+    }
+
+    // The next turn of a tool loop (the call, then the tool's result) is
+    // refused in so many words, not half read.
+    let history = json!([
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": "sunny, 21 C"},
+    ]);
+    for path in ["/api/chat", "/v1/chat/completions"] {
+        let body = json!({"model": "fake-tools", "messages": history, "tools": weather});
+        let (status, text, _) = send(&app, json_req(Method::POST, path, body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {text}");
+        assert!(
+            text.contains("tool results in the history are not supported"),
+            "{text}"
+        );
+    }
 }

@@ -57,6 +57,7 @@ pub struct FakeLog {
     cancelled: AtomicU64,
     tokens: AtomicU64,
     formats: std::sync::Mutex<Vec<Option<app::api::AnswerFormat>>>,
+    tools: std::sync::Mutex<Vec<Vec<String>>>,
 }
 
 impl FakeLog {
@@ -75,6 +76,10 @@ impl FakeLog {
     /// Tokens produced.
     pub fn tokens(&self) -> u64 {
         self.tokens.load(Ordering::SeqCst)
+    }
+    /// The names of the tools each generation was offered, in order.
+    pub fn tools(&self) -> Vec<Vec<String>> {
+        self.tools.lock().map(|t| t.clone()).unwrap_or_default()
     }
     /// The answer format each generation was asked for, in order.
     pub fn formats(&self) -> Vec<Option<app::api::AnswerFormat>> {
@@ -147,6 +152,24 @@ fn echo_tokens(text: &str) -> Vec<String> {
     tokens
 }
 
+/// With tools offered, a last question `call NAME {JSON}` is answered by a
+/// call of the tool NAME (one the request offers) with those arguments.
+fn scripted_call(req: &EngineRequest) -> Option<app::api::ToolCall> {
+    let last = req.messages.iter().rev().find(|m| m.role == Role::User)?;
+    let rest = last.content.strip_prefix("call ")?;
+    let (name, arguments) = rest.split_once(' ').unwrap_or((rest, "{}"));
+    let offered = req
+        .sampling
+        .tools
+        .iter()
+        .any(|t| t.pointer("/function/name").and_then(|n| n.as_str()) == Some(name));
+    offered.then(|| app::api::ToolCall {
+        id: "call-fake-1".into(),
+        name: name.to_string(),
+        arguments: serde_json::from_str(arguments).unwrap_or_default(),
+    })
+}
+
 fn count_words(messages: &[ChatMessage]) -> usize {
     messages
         .iter()
@@ -167,6 +190,15 @@ impl ChatEngine for FakeEngine {
         names
             .into_iter()
             .map(|name| ModelInfo {
+                // A fake model named `…tools…` takes tools.
+                capabilities: if name.contains("tools") {
+                    vec![
+                        app::api::Capability::Completion,
+                        app::api::Capability::Tools,
+                    ]
+                } else {
+                    vec![app::api::Capability::Completion]
+                },
                 name,
                 size: 0,
                 quantization: "none".into(),
@@ -174,7 +206,6 @@ impl ChatEngine for FakeEngine {
                 architecture: "fake".into(),
                 preset: Default::default(),
                 upstream: None,
-                capabilities: vec![app::api::Capability::Completion],
             })
             .collect()
     }
@@ -206,7 +237,34 @@ impl ChatEngine for FakeEngine {
         if let Ok(mut formats) = log.formats.lock() {
             formats.push(req.sampling.format.clone());
         }
+        if let Ok(mut tools) = log.tools.lock() {
+            tools.push(
+                req.sampling
+                    .tools
+                    .iter()
+                    .filter_map(|t| t.pointer("/function/name")?.as_str().map(String::from))
+                    .collect(),
+            );
+        }
+        let call = scripted_call(&req);
         tokio::spawn(async move {
+            if let Some(call) = call {
+                // One token, then the call, as an engine that recognised it.
+                metrics.tokens_generated(1);
+                let _ = tx.send(Ok(EngineEvent::Delta(String::new()))).await;
+                let _ = tx.send(Ok(EngineEvent::ToolCalls(vec![call]))).await;
+                let done = EngineEvent::Done {
+                    reason: FinishReason::Stop,
+                    usage: Usage {
+                        prompt_tokens,
+                        completion_tokens: 1,
+                    },
+                };
+                if tx.send(Ok(done)).await.is_ok() {
+                    log.completed.fetch_add(1, Ordering::SeqCst);
+                }
+                return;
+            }
             let mut produced = 0usize;
             for token in script.into_iter().take(max) {
                 if fail_after == Some(produced) {

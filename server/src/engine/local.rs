@@ -142,8 +142,8 @@ impl LocalModel {
                 None => Constraint::None,
             },
             suffix: None,
-            tools: None,
-            tool_choice: None,
+            tools: engine_tools(&sampling.tools)?,
+            tool_choice: (!sampling.tools.is_empty()).then_some(mistralrs::ToolChoice::Auto),
             logits_processors: Some(logits_processors),
             return_raw_logits: false,
             web_search_options: None,
@@ -237,15 +237,27 @@ fn events_of(
             let mut finished = false;
             let mut text = String::new();
             let mut reason = None;
+            let mut calls = Vec::new();
             for choice in chunk.choices {
                 if let Some(t) = choice.delta.content {
                     text.push_str(&t);
                 }
+                calls.extend(
+                    choice
+                        .delta
+                        .tool_calls
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(tool_call),
+                );
                 reason = reason.or(choice.finish_reason);
             }
             // One delta per engine token, even an empty one: the worker
             // counts tokens by them, and the first one marks the prompt done.
             out.push(Ok(EngineEvent::Delta(text)));
+            if !calls.is_empty() {
+                out.push(Ok(EngineEvent::ToolCalls(calls)));
+            }
             if let Some(reason) = reason {
                 if let Some(u) = &chunk.usage {
                     let _ = prompt_secs.set(f64::from(u.total_prompt_time_sec));
@@ -338,6 +350,31 @@ impl mistralrs::CustomLogitsProcessor for JoinComputePool {
     ) -> mistralrs::Result<mistralrs::Tensor> {
         crate::threads::join_compute_pool();
         Ok(logits.clone())
+    }
+}
+
+/// The request's tools in mistral.rs's types (none when there are none).
+fn engine_tools(tools: &[serde_json::Value]) -> Result<Option<Vec<mistralrs::Tool>>, EngineError> {
+    if tools.is_empty() {
+        return Ok(None);
+    }
+    tools
+        .iter()
+        .map(|t| serde_json::from_value(t.clone()))
+        .collect::<Result<Vec<mistralrs::Tool>, _>>()
+        .map(Some)
+        .map_err(|e| EngineError::Generation(format!("a tool the engine cannot take: {e}")))
+}
+
+/// A call mistral.rs recognised in the output: its arguments parsed (a
+/// string that is not JSON stays a string).
+fn tool_call(call: mistralrs::ToolCallResponse) -> app::api::ToolCall {
+    let arguments = serde_json::from_str(&call.function.arguments)
+        .unwrap_or(serde_json::Value::String(call.function.arguments));
+    app::api::ToolCall {
+        id: call.id,
+        name: call.function.name,
+        arguments,
     }
 }
 

@@ -76,6 +76,11 @@ pub struct Sampling {
     /// The shape the answer must have; generation is constrained to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<app::api::AnswerFormat>,
+    /// Functions the model may call (OpenAI's shape), rendered into the
+    /// prompt by the chat template; calls come back as
+    /// [`EngineEvent::ToolCalls`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<serde_json::Value>,
 }
 
 /// The JSON schema a constrained generation follows for `format`, with
@@ -131,6 +136,7 @@ impl Sampling {
             repeat_penalty: None,
             stop: Vec::new(),
             format: None,
+            tools: Vec::new(),
         }
     }
 }
@@ -160,6 +166,8 @@ pub use app::api::Usage;
 pub enum EngineEvent {
     /// New text (whole characters).
     Delta(String),
+    /// The model called tools (sent before `Done`).
+    ToolCalls(Vec<app::api::ToolCall>),
     /// Times the engine measured itself (an upstream's own figures), sent
     /// just before `Done`.
     Timings(kinko_parse::upstream::UpstreamTimings),

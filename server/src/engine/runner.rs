@@ -552,6 +552,7 @@ impl Runner {
                 reason,
                 usage,
                 prompt_secs,
+                tool_calls,
             } => {
                 if let Some(secs) = prompt_secs {
                     lock_speed(&self.speed).record(usage.prompt_tokens, secs);
@@ -569,6 +570,9 @@ impl Runner {
                     }
                     let missing = usage.completion_tokens.saturating_sub(counted);
                     self.metrics.tokens_generated(missing as u64);
+                    if !tool_calls.is_empty() {
+                        let _ = tx.send(Ok(EngineEvent::ToolCalls(tool_calls)));
+                    }
                     let _ = tx.send(Ok(EngineEvent::Done { reason, usage }));
                 }
             }

@@ -91,6 +91,9 @@ pub enum FromWorker {
         /// Seconds the engine spent reading the prompt.
         #[serde(default)]
         prompt_secs: Option<f64>,
+        /// The tools the model called.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<app::api::ToolCall>,
     },
     /// The answer failed.
     Failed {
@@ -197,6 +200,7 @@ async fn generate(
         }
     };
     let mut started = false;
+    let mut tool_calls = Vec::new();
     loop {
         let event = tokio::select! {
             e = stream.next() => e,
@@ -220,12 +224,17 @@ async fn generate(
             }
             // mistral.rs's own times are not passed on.
             Some(Ok(EngineEvent::Timings(_))) => continue,
+            Some(Ok(EngineEvent::ToolCalls(calls))) => {
+                tool_calls.extend(calls);
+                continue;
+            }
             Some(Ok(EngineEvent::Done { reason, usage })) => {
                 let _ = out.send(FromWorker::Done {
                     id,
                     reason,
                     usage,
                     prompt_secs: prompt_secs.get().copied(),
+                    tool_calls,
                 });
                 return;
             }
@@ -315,6 +324,18 @@ mod tests {
                     completion_tokens: 5,
                 },
                 prompt_secs: Some(0.25),
+                tool_calls: Vec::new(),
+            },
+            FromWorker::Done {
+                id: 4,
+                reason: FinishReason::Stop,
+                usage: Usage::default(),
+                prompt_secs: None,
+                tool_calls: vec![app::api::ToolCall {
+                    id: "call-1".into(),
+                    name: "get_weather".into(),
+                    arguments: serde_json::json!({"city": "Paris"}),
+                }],
             },
             FromWorker::Ended { id: 9 },
         ] {

@@ -220,7 +220,17 @@ impl Manifest {
     /// thinking or vision, and requests that need them are refused.
     pub fn capabilities(&self) -> Vec<app::api::Capability> {
         match self.kind {
-            ModelKind::Chat => vec![app::api::Capability::Completion],
+            ModelKind::Chat => {
+                let mut caps = vec![app::api::Capability::Completion];
+                if self
+                    .chat_template
+                    .as_deref()
+                    .is_some_and(template_renders_tools)
+                {
+                    caps.push(app::api::Capability::Tools);
+                }
+                caps
+            }
             ModelKind::Embedding => vec![app::api::Capability::Embedding],
         }
     }
@@ -542,6 +552,40 @@ fn read_header_once(dir: &Path, mut manifest: Manifest) -> Manifest {
     manifest
 }
 
+/// Whether a Jinja chat template renders the request's `tools`: the name
+/// `tools` inside one of its `{% … %}` or `{{ … }}` tags (text outside the
+/// tags, such as a system prompt that mentions tools, does not count).
+pub fn template_renders_tools(template: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut rest = template;
+    while let Some(open) = rest.find(['{']) {
+        let after = &rest[open + 1..];
+        let close = match after.chars().next() {
+            Some('%') => "%}",
+            Some('{') => "}}",
+            _ => {
+                rest = after;
+                continue;
+            }
+        };
+        let Some(end) = after.find(close) else {
+            return false;
+        };
+        let tag = &after[1..end];
+        let uses = tag.match_indices("tools").any(|(at, _)| {
+            let before = tag[..at].chars().next_back();
+            let next = tag[at + 5..].chars().next();
+            !before.is_some_and(|c| ident(c) || c == '.' || c == '\'' || c == '"')
+                && !next.is_some_and(|c| ident(c) || c == '\'' || c == '"')
+        });
+        if uses {
+            return true;
+        }
+        rest = &after[end + close.len()..];
+    }
+    false
+}
+
 /// Whether process `pid` is running (Linux's `/proc`; elsewhere, assume so).
 fn process_alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
@@ -849,6 +893,21 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn templates_that_render_tools_are_told_apart() {
+        let qwen = "{%- if tools %}<|im_start|>system\n{%- for tool in tools %}{{ tool | tojson }}{%- endfor %}{% endif %}";
+        let llama = "{%- if tools is not none and not tools_in_user_message %}x{% endif %}";
+        let smollm2 = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}";
+        let prose = "You may use tools when asked. {{ messages[0]['content'] }}";
+        let field = "{{ message.tools }}{{ 'tools' }}{{ my_tools }}";
+        assert!(template_renders_tools(qwen));
+        assert!(template_renders_tools(llama));
+        assert!(!template_renders_tools(smollm2));
+        assert!(!template_renders_tools(prose));
+        assert!(!template_renders_tools(field));
+        assert!(!template_renders_tools("{% if tools"));
+    }
     use serde_json::json;
 
     #[test]

@@ -162,6 +162,13 @@ pub async fn start_answer_kept(
     .map_err(ApiError::invalid)?;
     let info = find_model(state, &req.model).await?;
     let name = info.name.clone();
+    // Every route's tools meet the same check (the routes also check
+    // before, in their own words).
+    if !req.tools.is_empty() && !info.capabilities.contains(&app::api::Capability::Tools) {
+        return Err(ApiError::Unsupported(format!(
+            "{name} does not support tools"
+        )));
+    }
     if let Some(format) = req.format.clone() {
         // Compiling a schema is quick, but a client's schema may be large.
         tokio::task::spawn_blocking(move || crate::engine::check_format(&format))
@@ -249,6 +256,7 @@ pub async fn start_answer_kept(
         repeat_penalty: o.repeat_penalty.or(Some(config.default_repeat_penalty)),
         stop: stop.clone(),
         format: req.format.clone(),
+        tools: req.tools.clone(),
     };
     let tokens = state
         .engine

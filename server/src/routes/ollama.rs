@@ -186,6 +186,24 @@ fn piece(shape: Shape, model: &str, text: &str) -> Value {
     }
 }
 
+/// The model's tool calls as Ollama writes them in `message.tool_calls`.
+fn tool_calls_value(calls: &[app::api::ToolCall]) -> Value {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.arguments}})
+        })
+        .collect()
+}
+
+/// A chat piece carrying the model's tool calls.
+fn tool_call_piece(model: &str, calls: &[app::api::ToolCall]) -> Value {
+    let mut v = piece(Shape::Chat, model, "");
+    v["message"]["tool_calls"] = tool_calls_value(calls);
+    v
+}
+
 fn ns(ms: f64) -> u64 {
     (ms.max(0.0) * 1e6) as u64
 }
@@ -231,8 +249,11 @@ async fn respond(answer: Answer, shape: Shape, stream: bool, started: Instant) -
                 ChatEvent::Delta(d) => text.push_str(&d.text),
                 ChatEvent::Done(done) => {
                     let total = started.elapsed().as_secs_f64() * 1000.0;
-                    return Json(final_piece(shape, &model, &text, &done, load_ms, total))
-                        .into_response();
+                    let mut v = final_piece(shape, &model, &text, &done, load_ms, total);
+                    if !done.tool_calls.is_empty() {
+                        v["message"]["tool_calls"] = tool_calls_value(&done.tool_calls);
+                    }
+                    return Json(v).into_response();
                 }
                 ChatEvent::Error(e) => {
                     let status = match e.code.as_str() {
@@ -260,6 +281,14 @@ async fn respond(answer: Answer, shape: Shape, stream: bool, started: Instant) -
                 ChatEvent::Done(done) => {
                     if failed {
                         break;
+                    }
+                    if !done.tool_calls.is_empty() {
+                        // As Ollama streams them: a piece with the calls,
+                        // then the final one.
+                        let mut bytes = serde_json::to_vec(&tool_call_piece(&model, &done.tool_calls))
+                            .unwrap_or_default();
+                        bytes.push(b'\n');
+                        yield Ok(Bytes::from(bytes));
                     }
                     let total = started.elapsed().as_secs_f64() * 1000.0;
                     final_piece(shape, &model, "", &done, load_ms, total)

@@ -165,6 +165,27 @@ async fn legacy_completions(
     .await
 }
 
+/// The model's tool calls as OpenAI writes them (arguments as a JSON
+/// string); in a streamed delta each carries its `index`.
+fn tool_calls_value(calls: &[app::api::ToolCall], streamed: bool) -> Value {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let arguments = match &c.arguments {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let mut v = json!({"id": c.id, "type": "function",
+                               "function": {"name": c.name, "arguments": arguments}});
+            if streamed {
+                v["index"] = json!(i);
+            }
+            v
+        })
+        .collect()
+}
+
 fn usage(u: app::api::Usage) -> Value {
     json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
            "total_tokens": u.prompt_tokens + u.completion_tokens})
@@ -192,9 +213,15 @@ async fn answer(
             match event {
                 ChatEvent::Delta(d) => text.push_str(&d.text),
                 ChatEvent::Done(done) => {
+                    let mut choice = shape.choice(&text, json!(finish(done.finish_reason)), true);
+                    if !done.tool_calls.is_empty() {
+                        choice["message"]["tool_calls"] = tool_calls_value(&done.tool_calls, false);
+                        choice["message"]["content"] = Value::Null;
+                        choice["finish_reason"] = json!("tool_calls");
+                    }
                     return Ok(Json(json!({
                         "id": id, "object": shape.object(false), "created": created, "model": model,
-                        "choices": [shape.choice(&text, json!(finish(done.finish_reason)), true)],
+                        "choices": [choice],
                         "usage": usage(done.usage),
                     }))
                     .into_response());
@@ -243,6 +270,12 @@ async fn answer(
                     let mut last = shape.choice("", json!(finish(done.finish_reason)), false);
                     if let (Shape::Chat, Some(o)) = (shape, last.as_object_mut()) {
                         o.insert("delta".into(), json!({}));
+                    }
+                    if !done.tool_calls.is_empty() {
+                        let calls = json!([{"index": 0, "delta": {"tool_calls": tool_calls_value(&done.tool_calls, true)},
+                                            "finish_reason": null, "logprobs": null}]);
+                        yield Event::default().data(chunk(calls).to_string());
+                        last["finish_reason"] = json!("tool_calls");
                     }
                     yield Event::default().data(chunk(json!([last])).to_string());
                     if include_usage {
