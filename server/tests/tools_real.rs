@@ -218,4 +218,6 @@ async fn tool_calls_come_back_from_the_real_engine() {
     let (status, v) = post("/api/chat", body).await;
     assert_eq!(status, 400);
     assert_eq!(v, json!({"error": "smollm2:135m does not support tools"}));
+    // Three copies of the model: not left in the temporary directory.
+    let _ = std::fs::remove_dir_all(&home);
 }

@@ -215,9 +215,10 @@ impl Manifest {
     }
 
     /// What the model can do: an embedding model embeds; a chat model
-    /// completes. kinko does not yet pass tools or a thinking switch to
-    /// the chat template, nor read images, so no chat model claims tools,
-    /// thinking or vision, and requests that need them are refused.
+    /// completes, and takes tools when its chat template renders them.
+    /// kinko passes no thinking switch to the template and reads no
+    /// images, so no model claims thinking or vision, and requests that
+    /// need them are refused.
     pub fn capabilities(&self) -> Vec<app::api::Capability> {
         match self.kind {
             ModelKind::Chat => {

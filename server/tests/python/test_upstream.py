@@ -149,8 +149,10 @@ def setUpModule():
     A = llama(PORTS["a"])
     B = llama(PORTS["b"])
     # A second kinko as an Ollama-kind upstream, with a key of its own.
+    # Its models' window (3072) is what its /api/show tells, so the front
+    # uses that rather than its configured default for silent upstreams.
     K = kinko(PORTS["k"], "--fake-models", "echo:1b,plain:latest", "--fake-token-delay-ms", "20",
-              env={"KINKO_API_KEY": KEY}, name="upstream-kinko")
+              "--fake-context", "3072", env={"KINKO_API_KEY": KEY}, name="upstream-kinko")
     # Slow upstreams: no first token within 3 s; tokens 2 s apart.
     SLOW = kinko(PORTS["slow"], "--fake-models", "slow:1b", "--fake-token-delay-ms", "6000", name="slow")
     DRIP = kinko(PORTS["drip"], "--fake-models", "drip:1b", "--fake-token-delay-ms", "2000", name="drip")
@@ -204,8 +206,11 @@ class ListingTest(unittest.TestCase):
         ids = {m.id: m.owned_by for m in openai.OpenAI(base_url=f"{FRONT_URL()}/v1", api_key="x").models.list()}
         self.assertEqual(ids["cpp/smollm2"], "cpp")
         self.assertEqual(ids["k2/echo:1b"], "k2")
+        # The upstream kinko's own window, learnt from its /api/show (the
+        # front's --upstream-context-length 2048 is for upstreams that tell none).
+        self.assertEqual(models["k2/echo:1b"]["context_length"], 3072)
         shown = ollama.Client(host=FRONT_URL()).show("k2/echo:1b")
-        self.assertEqual(shown.modelinfo["fake.context_length"], 2048)
+        self.assertEqual(shown.modelinfo["fake.context_length"], 3072)
 
     def test_health_shows_every_replica_and_hides_nothing_secret(self):
         health = get(f"{FRONT_URL()}/health")
@@ -427,16 +432,19 @@ class ConfigTest(unittest.TestCase):
 
     def test_the_history_window_fits_the_upstreams_context(self):
         history = []
-        for i in range(40):
+        for i in range(100):
             history += [{"role": "user", "content": f"question {i} " + "words " * 20},
                         {"role": "assistant", "content": f"answer {i} " + "words " * 20}]
         history.append({"role": "user", "content": "the last question"})
         events = Stream(self.port, {"model": "k2/echo:1b", "messages": history,
                                     "options": {"max_tokens": 32}}).all()
         meta = events[0][1]
-        self.assertEqual(meta["context_window"], 512)
+        # The upstream's own window (3072, from its /api/show) wins over
+        # KINKO_UPSTREAM_CONTEXT_LENGTH (512), which is for upstreams that
+        # tell none.
+        self.assertEqual(meta["context_window"], 3072)
         self.assertGreater(meta["trimmed_messages"], 40)
-        self.assertLessEqual(meta["prompt_tokens"] + 32, 512)
+        self.assertLessEqual(meta["prompt_tokens"] + 32, 3072)
         self.assertEqual(text_of(events), "the last question")
 
     def test_one_answer_at_a_time_per_upstream(self):
