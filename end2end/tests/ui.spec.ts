@@ -159,7 +159,8 @@ test('日本語: follows the browser, can be switched, is remembered, sets <html
   await expect(page.locator('html')).toHaveAttribute('lang', 'en');
   await expect(page.getByTestId('new-chat')).toHaveText('New chat');
   await expect(page.locator('.settings-date')).toHaveText(/^Created [A-Z][a-z]{2} \d{1,2}, \d{4}, \d{1,2}:\d{2} [AP]M$/);
-  const html = await (await page.request.get(UI_URL)).text();
+  // As a browser asks (without text/html, `/` answers `Ollama is running`).
+  const html = await (await page.request.get(UI_URL, { headers: { Accept: 'text/html' } })).text();
   expect(html).toContain('<html lang="en"');
   await page.reload();
   await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
@@ -441,6 +442,11 @@ test('an upstream\'s models are in the picker, marked remote under its name, and
   await expect(group).toHaveAttribute('label', 'Remote · lab');
   await expect(group.locator('option')).toHaveText(['lab/fake:latest · remote · none · 4k ctx']);
   await expect(page.locator('[data-testid=model-picker] optgroup').first()).toHaveAttribute('label', 'On this machine');
+  // Each model says what it can do (a plain chat model: completion only;
+  // one whose template renders tools adds ` · tools` to its label).
+  const alpha = page.locator('[data-testid=model-picker] option[value="alpha:1b"]');
+  await expect(alpha).toHaveAttribute('data-capabilities', 'completion');
+  await expect(alpha).toHaveAttribute('title', 'Capabilities: completion');
   await expect(page.getByTestId('empty')).toContainText('A private chat that stays on this machine.');
   await page.getByTestId('model-picker').selectOption('lab/fake:latest');
   // The page says where the conversation goes.
