@@ -298,12 +298,10 @@ pub mod ollama {
         }
 
         /// What the model must be able to do for this request, beyond
-        /// completion.
+        /// completion and tools (the request's `tools`, checked where every
+        /// route's answer starts).
         pub fn needs(&self) -> Result<Vec<Capability>, String> {
             let mut needs = Vec::new();
-            if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-                needs.push(Capability::Tools);
-            }
             if think_needed(self.think.as_ref())? {
                 needs.push(Capability::Thinking);
             }
@@ -741,12 +739,10 @@ pub mod openai {
         }
 
         /// What the model must be able to do for this request, beyond
-        /// completion.
+        /// completion and tools (the request's `tools`, checked where every
+        /// route's answer starts).
         pub fn needs(&self) -> Vec<Capability> {
             let mut needs = Vec::new();
-            if self.offers_tools() {
-                needs.push(Capability::Tools);
-            }
             if self
                 .reasoning_effort
                 .as_ref()

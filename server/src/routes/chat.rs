@@ -162,8 +162,7 @@ pub async fn start_answer_kept(
     .map_err(ApiError::invalid)?;
     let info = find_model(state, &req.model).await?;
     let name = info.name.clone();
-    // Every route's tools meet the same check (the routes also check
-    // before, in their own words).
+    // Every route's tools meet this one check, in Ollama's words.
     if !req.tools.is_empty() && !info.capabilities.contains(&app::api::Capability::Tools) {
         return Err(ApiError::Unsupported(format!(
             "{name} does not support tools"
